@@ -1,0 +1,325 @@
+"""Typed configuration: ``params.yaml`` + a profile overlay + dotted overrides.
+
+Every stage has one section in ``params.yaml`` with the same name as the stage
+(``ingest``, ``tokenize``, ``pretrain``, ``finetune``, ``evaluate``,
+``register``). Profiles (``profiles/<name>.yaml``) are partial overlays of the
+same shape, merged over ``params.yaml``; dotted overrides (``-S
+pretrain.lr=3e-4``) are merged last. The result is validated into frozen
+pydantic models that forbid unknown fields, so a typo fails before any work
+starts and the error names the field.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import warnings
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+# "register" is a stage name and so a field name; pydantic warns that it shadows
+# ABCMeta.register on the class, which nothing here uses.
+warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
+
+STAGES = ("ingest", "tokenize", "pretrain", "finetune", "evaluate", "register")
+
+
+class ConfigError(ValueError):
+    """Raised for params that cannot be loaded or validated; the message names the field."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class IngestConfig(_Frozen):
+    """Raw text in, normalised sentence shards out."""
+
+    sources: list[str] = Field(default_factory=lambda: ["data/pretrain"])
+    output_dir: str = "outputs/ingest"
+    # Files whose names match one of these globs are not corpus text (READMEs, licences).
+    exclude: list[str] = Field(default_factory=lambda: ["README*", "LICENSE*", "*.md"])
+    # A line matching this regex starts a new document (WikiText's " = Title = ").
+    doc_separator_regex: str | None = r"^ = [^=].* = $"
+    min_sentence_chars: int = Field(default=2, ge=1)
+    min_document_chars: int = Field(default=100, ge=0)
+    dedup: bool = True
+    shard_size_mb: float = Field(default=64.0, gt=0)
+
+
+class TokenizeConfig(_Frozen):
+    """WordPiece tokenisation and ELECTRA-style example packing."""
+
+    input_dir: str = "outputs/ingest"
+    output_dir: str = "outputs/tokenize"
+    vocab_file: str = "data/vocab/bert-base-uncased-vocab.txt"
+    train_vocab: bool = False
+    vocab_size: int = Field(default=30522, ge=100)
+    lowercase: bool = True
+    max_seq_length: int = Field(default=128, ge=8)
+    short_seq_prob: float = Field(default=0.1, ge=0.0, le=1.0)
+    validation_fraction: float = Field(default=0.02, gt=0.0, lt=1.0)
+    shard_examples: int = Field(default=100_000, ge=1)
+    max_examples: int | None = Field(default=None, ge=1)
+    seed: int = 1234
+
+
+class ModelConfig(_Frozen):
+    """The discriminator's shape; the generator is derived from it (narrower, same depth)."""
+
+    hidden_size: int = Field(default=128, ge=8)
+    num_layers: int = Field(default=2, ge=1)
+    num_heads: int = Field(default=2, ge=1)
+    intermediate_size: int = Field(default=512, ge=8)
+    embedding_size: int = Field(default=128, ge=8)
+    max_position_embeddings: int = Field(default=512, ge=8)
+    generator_fraction: float = Field(default=0.25, gt=0.0, le=1.0)
+    dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _check_shapes(self) -> ModelConfig:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})"
+            )
+        gen_heads = max(1, round(self.num_heads * self.generator_fraction))
+        gen_hidden = round(self.hidden_size * self.generator_fraction)
+        if gen_hidden % gen_heads:
+            raise ValueError(
+                f"generator hidden size {gen_hidden} (hidden_size x generator_fraction) is not "
+                f"divisible by its {gen_heads} heads"
+            )
+        return self
+
+
+class PretrainConfig(_Frozen):
+    """Replaced-token detection (or the MLM baseline) with the paper's optimiser recipe."""
+
+    input_dir: str = "outputs/tokenize"
+    output_dir: str = "outputs/pretrain"
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    objective: Literal["electra", "mlm"] = "electra"
+    mask_prob: float = Field(default=0.15, gt=0.0, lt=1.0)
+    # Of the masked positions, this share shows [MASK]; the rest keep the original token.
+    mask_token_prob: float = Field(default=0.85, ge=0.0, le=1.0)
+    temperature: float = Field(default=1.0, gt=0.0)
+    generator_weight: float = Field(default=1.0, ge=0.0)
+    discriminator_weight: float = Field(default=50.0, ge=0.0)
+    batch_size: int = Field(default=16, ge=1)
+    grad_accum_steps: int = Field(default=1, ge=1)
+    max_steps: int = Field(default=300, ge=1)
+    lr: float = Field(default=5e-4, gt=0.0)
+    weight_decay: float = Field(default=0.01, ge=0.0)
+    warmup_steps: int = Field(default=30, ge=0)
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_eps: float = 1e-6
+    max_grad_norm: float = Field(default=1.0, gt=0.0)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    device: str = "auto"
+    log_every: int = Field(default=10, ge=1)
+    eval_batches: int = Field(default=4, ge=0)
+    checkpoint_every: int = Field(default=100, ge=1)
+    keep_checkpoints: int = Field(default=2, ge=1)
+    seed: int = 1234
+
+
+class TaskConfig(_Frozen):
+    """Per-task overrides of the fine-tuning recipe."""
+
+    epochs: float | None = Field(default=None, gt=0)
+    lr: float | None = Field(default=None, gt=0)
+    max_train_examples: int | None = Field(default=None, ge=1)
+
+
+class FinetuneConfig(_Frozen):
+    """ELECTRA's GLUE fine-tuning recipe (layer-wise LR decay, linear warm-up/decay)."""
+
+    model_dir: str = "outputs/pretrain/discriminator"
+    data_dir: str = "data/glue"
+    output_dir: str = "outputs/finetune"
+    tasks: list[Literal["sst2", "mrpc", "rte", "cola", "stsb", "qnli"]] = Field(
+        default_factory=lambda: ["sst2", "mrpc"]
+    )
+    task_overrides: dict[str, TaskConfig] = Field(default_factory=dict)
+    lr: float = Field(default=3e-4, gt=0.0)
+    layer_decay: float = Field(default=0.8, gt=0.0, le=1.0)
+    warmup_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
+    weight_decay: float = Field(default=0.0, ge=0.0)
+    adam_eps: float = 1e-6
+    batch_size: int = Field(default=32, ge=1)
+    epochs: float = Field(default=3.0, gt=0)
+    max_seq_length: int = Field(default=128, ge=8)
+    max_train_examples: int | None = Field(default=None, ge=1)
+    max_eval_examples: int | None = Field(default=None, ge=1)
+    dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    device: str = "auto"
+    seed: int = 1234
+
+
+class EvaluateConfig(_Frozen):
+    """GLUE dev metrics for the fine-tuned models and the bias benchmarks."""
+
+    finetune_dir: str = "outputs/finetune"
+    pretrain_dir: str = "outputs/pretrain"
+    data_dir: str = "data"
+    output_dir: str = "outputs/evaluate"
+    batch_size: int = Field(default=64, ge=1)
+    max_eval_examples: int | None = Field(default=None, ge=1)
+    crows_max_pairs: int | None = Field(default=None, ge=1)
+    eec_max_sentences: int | None = Field(default=None, ge=1)
+    device: str = "auto"
+
+
+class RegisterConfig(_Frozen):
+    """Registry names and the (simple, for now) promotion gates."""
+
+    pretrain_dir: str = "outputs/pretrain"
+    finetune_dir: str = "outputs/finetune"
+    evaluate_dir: str = "outputs/evaluate"
+    output_dir: str = "outputs/register"
+    model_name: str = "electra-discriminator"
+    task_model_prefix: str = "electra-"
+    register_finetuned: bool = True
+    # metric key in outputs/evaluate/metrics.json -> lowest value allowed for champion
+    min_metrics: dict[str, float] = Field(default_factory=dict)
+    # metric key -> highest value allowed (e.g. |EEC gap|)
+    max_metrics: dict[str, float] = Field(default_factory=dict)
+
+
+class TrackingConfig(_Frozen):
+    """MLflow: embedded sqlite + local artifacts unless MLFLOW_TRACKING_URI is set."""
+
+    tracking_uri: str | None = None
+    experiment: str = "electra"
+    store_path: str = "mlflow.db"
+    artifact_dir: str = "mlartifacts"
+
+
+class Params(_Frozen):
+    """The whole pipeline's configuration (``register`` shadows ABCMeta.register, harmlessly)."""
+
+    profile: str = "tiny"
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    tokenize: TokenizeConfig = Field(default_factory=TokenizeConfig)
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    register: RegisterConfig = Field(default_factory=RegisterConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    @model_validator(mode="after")
+    def _check_cross_section(self) -> Params:
+        if self.tokenize.max_seq_length > self.pretrain.model.max_position_embeddings:
+            raise ValueError(
+                f"tokenize.max_seq_length ({self.tokenize.max_seq_length}) exceeds "
+                f"pretrain.model.max_position_embeddings ({self.pretrain.model.max_position_embeddings})"
+            )
+        if self.finetune.max_seq_length > self.pretrain.model.max_position_embeddings:
+            raise ValueError(
+                f"finetune.max_seq_length ({self.finetune.max_seq_length}) exceeds "
+                f"pretrain.model.max_position_embeddings ({self.pretrain.model.max_position_embeddings})"
+            )
+        return self
+
+    def section_hash(self, stage: str) -> str:
+        """Content hash of one stage's section (what DVC's params dependency sees)."""
+        section = getattr(self, stage).model_dump(mode="json")
+        return hashlib.sha256(json.dumps(section, sort_keys=True).encode()).hexdigest()
+
+    def params_hash(self) -> str:
+        """Content hash of the whole effective configuration."""
+        return hashlib.sha256(
+            json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        ).hexdigest()
+
+
+def deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """Return ``base`` with ``overlay`` merged in (nested dicts merge, everything else replaces)."""
+    merged = copy.deepcopy(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``a.b.c=value``; the value is read as YAML (numbers, lists, null, bools)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form section.key=value")
+    key, raw = text.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise ConfigError(f"override {text!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({exc})") from exc
+    return parts, value
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: file not found") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def _format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = [f"invalid params ({source}):"]
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+        lines.append(f"  {loc}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def load_params(
+    params_file: str | Path = "params.yaml",
+    profile: str | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    profiles_dir: str | Path | None = None,
+) -> Params:
+    """Load ``params.yaml``, merge the profile overlay and the overrides, and validate.
+
+    The profile is ``profile`` when given, else the file's ``profile`` key. Raises
+    :class:`ConfigError` with the offending field named.
+    """
+    params_path = Path(params_file)
+    raw = _read_yaml(params_path) if params_path.exists() else {}
+    chosen = profile or raw.get("profile") or "tiny"
+    profiles_root = Path(profiles_dir) if profiles_dir else params_path.parent / "profiles"
+    profile_path = profiles_root / f"{chosen}.yaml"
+    if profile_path.exists():
+        raw = deep_merge(raw, _read_yaml(profile_path))
+    elif chosen != "tiny":
+        known = sorted(p.stem for p in profiles_root.glob("*.yaml"))
+        raise ConfigError(f"unknown profile {chosen!r}: no {profile_path} (known: {known})")
+    raw["profile"] = chosen
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = raw
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {text!r}: {part!r} is not a section")
+            node = child
+        node[parts[-1]] = value
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        source = f"{params_path}, profile {chosen!r}" + (f", overrides {list(overrides)}" if overrides else "")
+        raise ConfigError(_format_validation_error(exc, source)) from None
