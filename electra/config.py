@@ -45,7 +45,7 @@ class IngestConfig(_Frozen):
     # Files whose names match one of these globs are not corpus text (READMEs, licences).
     exclude: list[str] = Field(default_factory=lambda: ["README*", "LICENSE*", "*.md"])
     # A line matching this regex starts a new document (WikiText's " = Title = ").
-    doc_separator_regex: str | None = r"^ = [^=].* = $"
+    doc_separator_regex: str | None = r"^= [^=].* =$"
     min_sentence_chars: int = Field(default=2, ge=1)
     min_document_chars: int = Field(default=100, ge=0)
     dedup: bool = True

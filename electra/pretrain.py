@@ -1,0 +1,397 @@
+"""Stage ``pretrain``: one linear training loop for ELECTRA (or the MLM baseline).
+
+Output layout (``pretrain.output_dir``)::
+
+    discriminator/      ElectraForPreTraining + tokenizer (save_pretrained)
+    generator/          ElectraForMaskedLM + tokenizer
+    checkpoints/        step-0000100/{model.safetensors,trainer_state.pt} (resume)
+    history.csv         the logged training curve (for ``dvc plots``)
+    metrics.json        final train and validation numbers (for ``dvc metrics``)
+    result.json         what the later stages need (paths, hashes, numbers)
+
+Re-running the same command after a kill resumes from the newest checkpoint
+whose configuration matches; the data order and masking are functions of the
+step, so the resumed run sees exactly what the uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from electra.config import PretrainConfig
+from electra.files import atomic_dir, atomic_open, read_json, sha256_tree, write_json
+from electra.model import ElectraPretrainer
+from electra.tokenize import PackedDataset
+from electra.tracking import MetricLogger, NullLogger
+
+# Fields that change how the run is observed, not what it computes: a checkpoint
+# written under other values of these can still be resumed.
+_RESUME_NEUTRAL = {"output_dir", "log_every", "checkpoint_every", "keep_checkpoints", "eval_batches", "device"}
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` means CUDA when present, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def cpu_has_bf16() -> bool:
+    """True when the CPU has native bf16 matrix instructions (AVX512-BF16 or AMX)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for fp32."""
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    return torch.bfloat16 if cpu_has_bf16() else None
+
+
+def _resume_key(cfg: PretrainConfig) -> dict:
+    return {k: v for k, v in cfg.model_dump(mode="json").items() if k not in _RESUME_NEUTRAL}
+
+
+def batch_indices(step: int, micro: int, batch_size: int, accum_steps: int, n_examples: int, seed: int) -> np.ndarray:
+    """Example indices of micro-batch ``micro`` of optimizer step ``step``.
+
+    The order is a seeded permutation per epoch, so any step's batch can be
+    recomputed from the step alone (exact resume without saving loader state).
+    """
+    first = (step * accum_steps + micro) * batch_size
+    positions = np.arange(first, first + batch_size)
+    epochs, offsets = np.divmod(positions, n_examples)
+    out = np.empty(batch_size, dtype=np.int64)
+    for epoch in np.unique(epochs):
+        where = epochs == epoch
+        out[where] = _permutation(int(epoch), n_examples, seed)[offsets[where]]
+    return out
+
+
+_PERM_CACHE: dict[tuple[int, int, int], np.ndarray] = {}
+
+
+def _permutation(epoch: int, n: int, seed: int) -> np.ndarray:
+    key = (epoch, n, seed)
+    if key not in _PERM_CACHE:
+        if len(_PERM_CACHE) > 4:
+            _PERM_CACHE.clear()
+        _PERM_CACHE[key] = np.random.default_rng([seed, epoch]).permutation(n)
+    return _PERM_CACHE[key]
+
+
+def make_batch(dataset: PackedDataset, indices: np.ndarray, pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """Load rows, cut the padding columns no row uses, and move them to the device."""
+    ids, types = dataset.get(np.sort(indices))
+    attention = ids != pad_id
+    width = int(attention.sum(axis=1).max())
+    batch = {
+        "input_ids": torch.from_numpy(ids[:, :width]),
+        "token_type_ids": torch.from_numpy(types[:, :width]),
+        "attention_mask": torch.from_numpy(attention[:, :width].astype(np.int64)),
+    }
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def build_optimizer(model: torch.nn.Module, cfg: PretrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW with weight decay on weight matrices only (not LayerNorm, biases)."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():  # shared tensors are listed once
+        if not param.requires_grad:
+            continue
+        (no_decay if param.ndim < 2 or "LayerNorm" in name else decay).append(param)
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(
+        groups, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps,
+        fused=device.type == "cuda",
+    )
+
+
+def linear_schedule(warmup_steps: int, max_steps: int):
+    """Linear warm-up to the peak, then linear decay to 0 at ``max_steps``."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        return max(0.0, (max_steps - step) / max(1, max_steps - warmup_steps))
+    return factor
+
+
+class _Checkpointer:
+    """Atomic checkpoints under ``folder``; keeps the ``keep`` newest."""
+
+    def __init__(self, folder: Path, keep: int) -> None:
+        self.folder = folder
+        self.keep = keep
+
+    def list(self) -> list[Path]:
+        if not self.folder.exists():
+            return []
+        return sorted(p for p in self.folder.glob("step-*") if (p / "trainer_state.pt").exists())
+
+    def save(self, step: int, model: torch.nn.Module, state: dict) -> Path:
+        from safetensors.torch import save_model
+
+        target = self.folder / f"step-{step:07d}"
+        with atomic_dir(target) as tmp:
+            # save_model handles the tensors shared between generator and discriminator.
+            save_model(model, str(tmp / "model.safetensors"))
+            torch.save(state, tmp / "trainer_state.pt")
+        for old in self.list()[: -self.keep]:
+            shutil.rmtree(old, ignore_errors=True)
+        return target
+
+    def load(self, path: Path, model: torch.nn.Module, device: torch.device) -> dict:
+        from safetensors.torch import load_model
+
+        load_model(model, str(path / "model.safetensors"), device=str(device))
+        # weights_only: tensors and plain containers, no arbitrary pickled objects.
+        return torch.load(path / "trainer_state.pt", map_location=device, weights_only=True)
+
+
+def _tokenizer_and_vocab(input_dir: Path):
+    from transformers import AutoTokenizer
+
+    tokenizer_dir = input_dir / "tokenizer"
+    if not tokenizer_dir.exists():
+        raise FileNotFoundError(f"{tokenizer_dir}: not found; run `electra tokenize` first")
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    return tokenizer
+
+
+def _metrics_from(out, n_tokens: int) -> dict[str, float]:
+    metrics = {
+        "loss": out.loss.item(),
+        "generator_loss": out.generator_loss.item(),
+        "generator_accuracy": out.generator_correct.item() / max(1, out.masked_count.item()),
+    }
+    if out.is_replaced is not None:
+        active = out.active
+        labels = out.is_replaced[active]
+        preds = out.disc_predictions[active]
+        tp = (labels & preds).sum().item()
+        metrics.update(
+            discriminator_loss=out.discriminator_loss.item(),
+            discriminator_accuracy=(labels == preds).float().mean().item(),
+            discriminator_precision=tp / max(1, preds.sum().item()),
+            discriminator_recall=tp / max(1, labels.sum().item()),
+            replaced_fraction=labels.float().mean().item(),
+        )
+    return metrics
+
+
+def _average(rows: list[dict[str, float]]) -> dict[str, float]:
+    keys = rows[0].keys() if rows else []
+    return {k: float(np.mean([r[k] for r in rows])) for k in keys}
+
+
+@torch.no_grad()
+def validate(model: ElectraPretrainer, dataset: PackedDataset, cfg: PretrainConfig, pad_id: int,
+             device: torch.device, autocast_dtype: torch.dtype | None) -> dict[str, float]:
+    """Objective metrics on the first ``eval_batches`` validation batches, with fixed masking."""
+    if cfg.eval_batches == 0 or len(dataset) == 0:
+        return {}
+    model.eval()
+    rng = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    rows = []
+    for b in range(cfg.eval_batches):
+        idx = np.arange(b * cfg.batch_size, min(len(dataset), (b + 1) * cfg.batch_size))
+        if len(idx) == 0:
+            break
+        batch = make_batch(dataset, idx, pad_id, device)
+        with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+            out = model(**batch, generator=rng)
+        rows.append(_metrics_from(out, int(batch["attention_mask"].sum())))
+    model.train()
+    return _average(rows)
+
+
+class _StopRequested(Exception):
+    pass
+
+
+def pretrain(cfg: PretrainConfig, logger: MetricLogger | None = None, progress: bool = True) -> dict:
+    """Pretrain ELECTRA on the packed examples in ``cfg.input_dir``; save both models.
+
+    Resumes from the newest matching checkpoint in ``{output_dir}/checkpoints``.
+    Returns paths, hashes and final metrics.
+    """
+    from tqdm import tqdm
+
+    logger = logger or NullLogger()
+    input_dir, out_dir = Path(cfg.input_dir), Path(cfg.output_dir)
+    tokenizer = _tokenizer_and_vocab(input_dir)
+    train_set = PackedDataset(input_dir, "train")
+    try:
+        valid_set = PackedDataset(input_dir, "validation")
+    except FileNotFoundError:
+        valid_set = None
+    summary = read_json(input_dir / "summary.json")
+    if train_set.max_seq_length > cfg.model.max_position_embeddings:
+        raise ValueError(
+            f"{input_dir}: examples are {train_set.max_seq_length} tokens long but "
+            f"pretrain.model.max_position_embeddings is {cfg.model.max_position_embeddings}"
+        )
+    device = resolve_device(cfg.device)
+    autocast_dtype = resolve_precision(cfg.precision, device)
+    pad_id = tokenizer.pad_token_id
+
+    torch.manual_seed(cfg.seed)
+    model = ElectraPretrainer(
+        cfg.model, vocab_size=len(tokenizer), pad_token_id=pad_id, mask_token_id=tokenizer.mask_token_id,
+        special_token_ids=list(tokenizer.all_special_ids), objective=cfg.objective,
+        mask_prob=cfg.mask_prob, mask_token_prob=cfg.mask_token_prob, temperature=cfg.temperature,
+        generator_weight=cfg.generator_weight, discriminator_weight=cfg.discriminator_weight,
+    ).to(device)
+    model.train()
+    optimizer = build_optimizer(model, cfg, device)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(cfg.warmup_steps, cfg.max_steps))
+    mask_rng = torch.Generator(device=device).manual_seed(cfg.seed)
+
+    checkpointer = _Checkpointer(out_dir / "checkpoints", cfg.keep_checkpoints)
+    start_step, history, resumed_from = 0, [], None
+    for candidate in reversed(checkpointer.list()):
+        state = checkpointer.load(candidate, model, device)
+        if state.get("resume_key") != repr(_resume_key(cfg)):
+            continue  # written under another configuration: not ours to resume
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"].cpu())
+        mask_rng.set_state(state["mask_rng"].cpu() if device.type == "cpu" else state["mask_rng"])
+        if device.type == "cuda" and "cuda_rng" in state:
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu())
+        start_step, history, resumed_from = int(state["step"]), list(state["history"]), str(candidate)
+        break
+    else:
+        # No matching checkpoint: a fresh start must not mix in stale state.
+        torch.manual_seed(cfg.seed)
+
+    stop = threading.Event()
+    previous_handler = None
+    if threading.current_thread() is threading.main_thread():
+        def _on_sigterm(signum, frame):  # checkpoint at the next step boundary, then exit
+            stop.set()
+        previous_handler = signal.signal(signal.SIGTERM, _on_sigterm)
+
+    def trainer_state(step: int) -> dict:
+        state = {
+            "step": step,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "mask_rng": mask_rng.get_state(),
+            "history": history,
+            "resume_key": repr(_resume_key(cfg)),
+        }
+        if device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state()
+        return state
+
+    started = time.time()
+    window_rows: list[dict[str, float]] = []
+    window_tokens, window_start = 0, time.time()
+    step = start_step
+    try:
+        bar = tqdm(total=cfg.max_steps, initial=start_step, desc="pretrain", unit="step", disable=not progress)
+        while step < cfg.max_steps:
+            optimizer.zero_grad(set_to_none=True)
+            for micro in range(cfg.grad_accum_steps):
+                idx = batch_indices(step, micro, cfg.batch_size, cfg.grad_accum_steps, len(train_set), cfg.seed)
+                batch = make_batch(train_set, idx, pad_id, device)
+                with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+                    out = model(**batch, generator=mask_rng)
+                (out.loss / cfg.grad_accum_steps).backward()
+                window_rows.append(_metrics_from(out, int(batch["attention_mask"].sum())))
+                window_tokens += int(batch["attention_mask"].sum())
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            if not torch.isfinite(out.loss):
+                raise FloatingPointError(f"pretrain: non-finite loss {out.loss.item()} at step {step}")
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            bar.update(1)
+            if step % cfg.log_every == 0 or step == cfg.max_steps:
+                elapsed = max(1e-9, time.time() - window_start)
+                row = {"step": step, **_average(window_rows), "lr": scheduler.get_last_lr()[0],
+                       "grad_norm": float(grad_norm), "tokens_per_s": window_tokens / elapsed}
+                history.append(row)
+                logger.log_metrics({f"train/{k}": v for k, v in row.items() if k != "step"}, step=step)
+                bar.set_postfix(loss=f"{row['loss']:.3f}")
+                window_rows, window_tokens, window_start = [], 0, time.time()
+            if step % cfg.checkpoint_every == 0 or stop.is_set():
+                checkpointer.save(step, model, trainer_state(step))
+                if stop.is_set():
+                    raise _StopRequested()
+        bar.close()
+    except _StopRequested:
+        raise SystemExit(f"pretrain: stopped by SIGTERM at step {step}; checkpoint saved, rerun to resume") from None
+    finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
+
+    if not checkpointer.list() or int(checkpointer.list()[-1].name.split("-")[1]) != step:
+        checkpointer.save(step, model, trainer_state(step))
+    train_seconds = time.time() - started
+
+    validation = validate(model, valid_set, cfg, pad_id, device, autocast_dtype) if valid_set else {}
+    if validation:
+        logger.log_metrics({f"validation/{k}": v for k, v in validation.items()}, step=step)
+
+    # Export both models with the tokenizer, each folder swapped in only when complete.
+    model.eval()
+    exports = {"discriminator": model.discriminator_for_export(), "generator": model.generator}
+    hashes = {}
+    for name, module in exports.items():
+        with atomic_dir(out_dir / name) as tmp:
+            module.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+        hashes[name] = sha256_tree(out_dir / name)
+
+    with atomic_open(out_dir / "history.csv", "w", newline="", encoding="utf-8") as handle:
+        fields = sorted({k for row in history for k in row}, key=lambda k: (k != "step", k))
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(history)
+    last = history[-1] if history else {}
+    final_train = _average([{k: v for k, v in r.items() if k != "step"} for r in history[-3:]]) if history else {}
+    metrics = {
+        "train": {k: v for k, v in final_train.items()},
+        "validation": validation,
+        "steps": step,
+        "tokens_per_s": last.get("tokens_per_s", float("nan")),
+    }
+    write_json(out_dir / "metrics.json", metrics)
+    result = {
+        "output_dir": str(out_dir),
+        "discriminator_dir": str(out_dir / "discriminator"),
+        "generator_dir": str(out_dir / "generator"),
+        "hashes": hashes,
+        "objective": cfg.objective,
+        "steps": step,
+        "resumed_from": resumed_from,
+        "train_seconds": round(train_seconds, 3),
+        "precision": str(autocast_dtype).replace("torch.", "") if autocast_dtype else "fp32",
+        "device": str(device),
+        "tokenize_hash": summary.get("content_hash"),
+        "final": metrics,
+    }
+    write_json(out_dir / "result.json", result)
+    return result

@@ -1,0 +1,141 @@
+"""The six stages as the doors see them: ``run_stage(name, params)``.
+
+Each door (the CLI, ``dvc.yaml`` through the CLI, the Prefect flow) calls
+:func:`run_stage`, which opens the stage's MLflow run (named after the stage),
+calls the library function with the stage's config section, logs the small
+result, and records the run id next to the stage's outputs so that later
+stages (``register``) can link back to it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from electra.config import STAGES, Params
+from electra.files import write_json
+from electra.tracking import PARENT_RUN_ENV, MetricLogger, MlflowLogger, configure, flatten, stage_run
+
+
+def _ingest(params: Params, logger: MetricLogger, progress: bool) -> dict:
+    from electra.ingest import ingest
+
+    return ingest(params.ingest, progress=progress)
+
+
+def _tokenize(params: Params, logger: MetricLogger, progress: bool) -> dict:
+    from electra.tokenize import tokenize
+
+    return tokenize(params.tokenize, progress=progress)
+
+
+def _pretrain(params: Params, logger: MetricLogger, progress: bool) -> dict:
+    from electra.pretrain import pretrain
+
+    return pretrain(params.pretrain, logger=logger, progress=progress)
+
+
+def _finetune(params: Params, logger: MetricLogger, progress: bool) -> dict:
+    from electra.finetune import finetune
+
+    return finetune(params.finetune, logger=logger, progress=progress)
+
+
+def _evaluate(params: Params, logger: MetricLogger, progress: bool) -> dict:
+    from electra.evaluate import evaluate
+
+    return evaluate(params.evaluate, tasks=list(params.finetune.tasks), logger=logger, progress=progress)
+
+
+def _register(params: Params, logger: MetricLogger, progress: bool) -> dict:
+    from electra.register import register
+
+    return register(params, progress=progress)
+
+
+STAGE_FUNCTIONS: dict[str, Callable[[Params, MetricLogger, bool], dict]] = {
+    "ingest": _ingest,
+    "tokenize": _tokenize,
+    "pretrain": _pretrain,
+    "finetune": _finetune,
+    "evaluate": _evaluate,
+    "register": _register,
+}
+assert tuple(STAGE_FUNCTIONS) == STAGES
+
+
+def _numeric(result: dict) -> dict[str, float]:
+    out = {}
+    for key, value in flatten("", result).items():
+        if isinstance(value, bool) or value is None:
+            continue
+        if isinstance(value, int | float):
+            out[key] = float(value)
+    return out
+
+
+def run_stage(stage: str, params: Params, progress: bool = True) -> dict:
+    """Run one stage inside its MLflow run; return the stage's result plus the run id."""
+    if stage not in STAGE_FUNCTIONS:
+        raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
+    started = time.time()
+    with stage_run(stage, params) as run:
+        import mlflow
+
+        result = STAGE_FUNCTIONS[stage](params, MlflowLogger(), progress)
+        seconds = time.time() - started
+        numbers = {k: v for k, v in _numeric(result).items() if len(k) < 250}
+        if numbers:
+            mlflow.log_metrics({f"result.{k}": v for k, v in numbers.items()})
+        mlflow.log_metric("stage_seconds", seconds)
+        mlflow.log_dict(result, f"{stage}_result.json")
+        run_id = run.info.run_id
+    output_dir = Path(getattr(params, stage).output_dir)
+    write_json(output_dir / "run.json", {"stage": stage, "mlflow_run_id": run_id, "seconds": round(seconds, 3)})
+    return {**result, "mlflow_run_id": run_id, "seconds": round(seconds, 3)}
+
+
+@contextlib.contextmanager
+def pipeline_run(params: Params, name: str = "pipeline") -> Iterator[str]:
+    """A parent MLflow run for a whole pipeline; the stage runs started inside are its children."""
+    from mlflow import MlflowClient
+
+    experiment_id = configure(params.tracking)
+    client = MlflowClient()
+    tags = {"mlflow.runName": name, "profile": params.profile, "params_hash": params.params_hash()}
+    flow_run = os.environ.get("PREFECT__FLOW_RUN_ID")
+    if flow_run:
+        tags["prefect_flow_run_id"] = flow_run
+    run = client.create_run(experiment_id, tags=tags)
+    previous = os.environ.get(PARENT_RUN_ENV)
+    os.environ[PARENT_RUN_ENV] = run.info.run_id
+    try:
+        yield run.info.run_id
+    except BaseException:
+        client.set_terminated(run.info.run_id, "FAILED")
+        raise
+    else:
+        client.set_terminated(run.info.run_id, "FINISHED")
+    finally:
+        if previous is None:
+            os.environ.pop(PARENT_RUN_ENV, None)
+        else:
+            os.environ[PARENT_RUN_ENV] = previous
+
+
+def run_pipeline(params: Params, stages: list[str] | None = None, progress: bool = True,
+                 on_stage: Callable[[str, dict], Any] | None = None) -> dict[str, dict]:
+    """Run the stages in order (all by default) under one parent MLflow run."""
+    chosen = stages or list(STAGES)
+    results: dict[str, dict] = {}
+    with pipeline_run(params) as parent_id:
+        for stage in chosen:
+            results[stage] = run_stage(stage, params, progress=progress)
+            if on_stage:
+                on_stage(stage, results[stage])
+        results["pipeline"] = {"mlflow_run_id": parent_id}
+    return results
