@@ -1,0 +1,1 @@
+"""Prefect door: the ``electra-pipeline`` flow and its deployments."""

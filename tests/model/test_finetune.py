@@ -1,0 +1,267 @@
+"""Fine-tuning and evaluation end to end on a tiny random ELECTRA (CPU, seconds)."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from electra.config import EvaluateConfig, FinetuneConfig, TaskConfig
+from electra.evaluate import evaluate
+from electra.finetune import (
+    finetune,
+    layerwise_lr_groups,
+    length_grouped_batches,
+    linear_schedule,
+    predict,
+    subsample,
+    task_settings,
+)
+from electra.glue import Example, read_task
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT / "data"
+VOCAB = DATA / "vocab" / "bert-base-uncased-vocab.txt"
+
+pytestmark = pytest.mark.skipif(
+    not (DATA / "glue").is_dir() or not VOCAB.is_file(), reason="data/ not present (dvc pull)"
+)
+
+
+def _tiny_config(num_layers: int = 2):
+    from transformers import ElectraConfig
+
+    return ElectraConfig(
+        vocab_size=30522, embedding_size=16, hidden_size=16, num_hidden_layers=num_layers,
+        num_attention_heads=2, intermediate_size=32, max_position_embeddings=128,
+    )
+
+
+class RecordingLogger:
+    def __init__(self):
+        self.calls: list[tuple[dict, int | None]] = []
+
+    def log_metrics(self, metrics, step=None):
+        self.calls.append((dict(metrics), step))
+
+
+@pytest.fixture(scope="module")
+def pretrained_dir(tmp_path_factory) -> Path:
+    from transformers import ElectraForPreTraining
+
+    from electra.tokenizer import tokenizer_from_vocab
+
+    path = tmp_path_factory.mktemp("pretrain") / "discriminator"
+    torch.manual_seed(0)
+    ElectraForPreTraining(_tiny_config()).save_pretrained(path)
+    tokenizer_from_vocab(VOCAB).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def finetuned(pretrained_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("finetune")
+    cfg = FinetuneConfig(
+        model_dir=str(pretrained_dir), data_dir=str(DATA / "glue"), output_dir=str(out),
+        tasks=["sst2", "mrpc"], max_train_examples=64, epochs=1, batch_size=16,
+        max_seq_length=64, device="cpu", lr=1e-3,
+        # the override wins over the global max_train_examples for mrpc
+        task_overrides={"mrpc": TaskConfig(max_train_examples=48)},
+    )
+    logger = RecordingLogger()
+    result = finetune(cfg, logger=logger, progress=False)
+    return cfg, result, logger
+
+
+def test_finetune_outputs(finetuned):
+    cfg, result, logger = finetuned
+    out = Path(cfg.output_dir)
+    assert result["output_dir"] == str(out)
+    assert set(result["tasks"]) == {"sst2", "mrpc"}
+    for task, expected_n in (("sst2", 64), ("mrpc", 48)):
+        info = result["tasks"][task]
+        assert Path(info["model_dir"]) == out / task / "model"
+        assert math.isfinite(info["train_loss"]) and info["seconds"] > 0
+        model_dir = out / task / "model"
+        assert (model_dir / "config.json").is_file()
+        assert (model_dir / "tokenizer.json").is_file()
+        saved = json.loads((out / task / "result.json").read_text())
+        assert saved["task"] == task and saved["train_examples"] == expected_n
+        assert saved["steps"] == math.ceil(expected_n / 16)
+        assert saved["train_loss"] == pytest.approx(info["train_loss"])
+    # No temporary build folders are left behind.
+    assert not [p for p in out.rglob("*.tmp")]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["tasks"] == ["sst2", "mrpc"]
+    assert summary["results"]["mrpc"].endswith("mrpc/result.json")
+    # The last step of each task is logged with its loss and lr.
+    keys = {k for metrics, _ in logger.calls for k in metrics}
+    assert {"sst2.train_loss", "sst2.lr", "mrpc.train_loss", "mrpc.lr"} <= keys
+    assert all(math.isfinite(v) for metrics, _ in logger.calls for v in metrics.values())
+
+
+def test_saved_model_reloads_and_predicts(finetuned):
+    from transformers import ElectraForSequenceClassification
+
+    cfg, result, _ = finetuned
+    model_dir = result["tasks"]["mrpc"]["model_dir"]
+    model = ElectraForSequenceClassification.from_pretrained(model_dir)
+    assert model.config.num_labels == 2
+    assert model.config.hidden_dropout_prob == cfg.dropout
+    examples = read_task(DATA / "glue", "mrpc", "dev")[:10]
+    logits = predict(model_dir, examples, batch_size=4, max_seq_length=64, device="cpu")
+    assert logits.shape == (10, 2) and np.isfinite(logits).all()
+    # Batching and padding do not change the outputs (order is restored after sorting).
+    one_by_one = np.concatenate(
+        [predict(model_dir, [ex], batch_size=1, max_seq_length=64, device="cpu") for ex in examples[:3]]
+    )
+    np.testing.assert_allclose(logits[:3], one_by_one, atol=1e-5)
+
+
+def test_regression_head_predict_shape(pretrained_dir, tmp_path):
+    # STS-B: one output, regression. Fine-tuning for 1 step is enough to check the plumbing.
+    cfg = FinetuneConfig(
+        model_dir=str(pretrained_dir), data_dir=str(DATA / "glue"), output_dir=str(tmp_path),
+        tasks=["stsb"], max_train_examples=8, epochs=1, batch_size=8, max_seq_length=32, device="cpu",
+    )
+    result = finetune(cfg, progress=False)
+    model_dir = result["tasks"]["stsb"]["model_dir"]
+    examples = read_task(DATA / "glue", "stsb", "dev")[:5]
+    scores = predict(model_dir, examples, batch_size=2, max_seq_length=32, device="cpu")
+    assert scores.shape == (5,) and np.isfinite(scores).all()
+
+
+def test_qnli_is_evaluation_only(pretrained_dir, tmp_path):
+    cfg = FinetuneConfig(
+        model_dir=str(pretrained_dir), data_dir=str(DATA / "glue"), output_dir=str(tmp_path),
+        tasks=["sst2", "qnli"], device="cpu",
+    )
+    with pytest.raises(ValueError, match="'qnli' is evaluation-only"):
+        finetune(cfg, progress=False)
+    # It fails before training anything.
+    assert not (tmp_path / "sst2").exists()
+
+
+def test_layerwise_lr_groups_exact():
+    from transformers import ElectraForSequenceClassification
+
+    model = ElectraForSequenceClassification(_tiny_config(num_layers=3))
+    groups = layerwise_lr_groups(model, lr=1.0, layer_decay=0.5, weight_decay=0.01)
+    lr_of, wd_of = {}, {}
+    for group in groups:
+        for name in group["param_names"]:
+            assert name not in lr_of, f"{name} in two groups"
+            lr_of[name] = group["lr"]
+            wd_of[name] = group["weight_decay"]
+    assert set(lr_of) == {n for n, _ in model.named_parameters()}
+    # n = 3, as ELECTRA's code: head 1, layer i -> 0.5**(4 - i), embeddings -> 0.5**5
+    assert lr_of["classifier.out_proj.weight"] == 1.0
+    assert lr_of["classifier.dense.bias"] == 1.0
+    assert lr_of["electra.encoder.layer.2.attention.self.query.weight"] == 0.25
+    assert lr_of["electra.encoder.layer.1.output.dense.weight"] == 0.125
+    assert lr_of["electra.encoder.layer.0.intermediate.dense.bias"] == 0.0625
+    assert lr_of["electra.embeddings.word_embeddings.weight"] == 0.03125
+    assert lr_of["electra.embeddings.LayerNorm.weight"] == 0.03125
+    # No weight decay on LayerNorm or biases.
+    assert wd_of["electra.encoder.layer.0.output.LayerNorm.weight"] == 0.0
+    assert wd_of["electra.encoder.layer.0.output.dense.bias"] == 0.0
+    assert wd_of["electra.encoder.layer.0.output.dense.weight"] == 0.01
+    assert wd_of["classifier.out_proj.weight"] == 0.01
+
+
+def test_embeddings_project_counts_as_embeddings():
+    from transformers import ElectraConfig, ElectraForSequenceClassification
+
+    config = ElectraConfig(vocab_size=100, embedding_size=8, hidden_size=16, num_hidden_layers=1,
+                           num_attention_heads=2, intermediate_size=16)
+    model = ElectraForSequenceClassification(config)
+    groups = layerwise_lr_groups(model, lr=1.0, layer_decay=0.5, weight_decay=0.0)
+    lr_of = {n: g["lr"] for g in groups for n in g["param_names"]}
+    assert lr_of["electra.embeddings_project.weight"] == 0.125  # n = 1: 0.5**(1 + 2)
+
+
+def test_linear_schedule_keeps_layer_ratios():
+    a, b = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.AdamW([{"params": [a], "lr": 1.0}, {"params": [b], "lr": 0.5}])
+    sched = linear_schedule(opt, warmup_steps=2, total_steps=6)
+    seen = []
+    for _ in range(6):
+        seen.append([g["lr"] for g in opt.param_groups])
+        opt.step()
+        sched.step()
+    assert [s[0] for s in seen] == pytest.approx([0.5, 1.0, 1.0, 0.75, 0.5, 0.25])
+    assert all(s[1] == pytest.approx(s[0] / 2) for s in seen)
+
+
+def test_length_grouped_batches():
+    lengths = list(np.random.default_rng(0).integers(5, 100, size=103))
+    batches = length_grouped_batches(lengths, 8, np.random.default_rng(1), bucket_batches=4)
+    flat = [i for b in batches for i in b]
+    assert sorted(flat) == list(range(103))
+    assert all(len(b) <= 8 for b in batches)
+    # Seeded: the same rng seed gives the same batches, another seed other batches.
+    again = length_grouped_batches(lengths, 8, np.random.default_rng(1), bucket_batches=4)
+    assert again == batches
+    assert length_grouped_batches(lengths, 8, np.random.default_rng(2), bucket_batches=4) != batches
+    # Within a bucket batches are length-sorted: spread inside a batch is small on average.
+    spread = np.mean([max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches])
+    assert spread < 30
+
+
+def test_subsample_and_overrides():
+    examples = [Example(f"s{i}", None, i % 2, i + 2) for i in range(100)]
+    picked = subsample(examples, 10, seed=3)
+    assert len(picked) == 10 and picked == subsample(examples, 10, seed=3)
+    assert [e.line for e in picked] == sorted(e.line for e in picked)  # file order kept
+    assert subsample(examples, 200, seed=3) == examples
+    cfg = FinetuneConfig(epochs=3, lr=1e-4, max_train_examples=500,
+                         task_overrides={"rte": TaskConfig(epochs=10, lr=5e-5)})
+    assert task_settings(cfg, "rte") == {"epochs": 10, "lr": 5e-5, "max_train_examples": 500}
+    assert task_settings(cfg, "sst2") == {"epochs": 3, "lr": 1e-4, "max_train_examples": 500}
+
+
+def test_evaluate_writes_metrics(finetuned, tmp_path, monkeypatch):
+    cfg, _, _ = finetuned
+    ecfg = EvaluateConfig(
+        finetune_dir=cfg.output_dir, pretrain_dir=str(tmp_path / "pretrain"), data_dir=str(DATA),
+        output_dir=str(tmp_path / "eval"), batch_size=16, max_eval_examples=40, device="cpu",
+    )
+    logger = RecordingLogger()
+    result = evaluate(ecfg, ["sst2", "mrpc"], logger=logger, progress=False, bias=False)
+    saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert saved == result
+    assert "bias" not in saved
+    glue = saved["glue"]
+    assert set(glue["sst2"]) == {"accuracy", "main"}
+    assert set(glue["mrpc"]) == {"accuracy", "f1", "main"}
+    assert glue["score_tasks"] == ["sst2", "mrpc"]
+    assert glue["score"] == pytest.approx((glue["sst2"]["main"] + glue["mrpc"]["main"]) / 2)
+    rows = [json.loads(line) for line in (tmp_path / "eval" / "predictions" / "sst2.jsonl").open()]
+    assert len(rows) == 40 and rows[0]["index"] == 0 and rows[0]["line"] == 2
+    assert sum(rows[0]["probabilities"]) == pytest.approx(1.0)
+    accuracy = np.mean([r["prediction"] == r["label"] for r in rows])
+    assert glue["sst2"]["accuracy"] == pytest.approx(accuracy)
+    (logged, _), = logger.calls
+    assert logged["glue.sst2.accuracy"] == glue["sst2"]["accuracy"]
+    assert "glue.score" in logged and not any("score_tasks" in k for k in logged)
+
+    # With bias on, the bias functions get the documented paths; stubbed here.
+    calls = {}
+    fake = types.ModuleType("electra.bias")
+    fake.crows_pairs = lambda **kw: calls.setdefault("crows", kw) and {"metric_score": 0.5}
+    fake.eec = lambda **kw: calls.setdefault("eec", kw) and {"gender": {"mean_abs_gap": 0.1}}
+    monkeypatch.setitem(sys.modules, "electra.bias", fake)
+    result = evaluate(ecfg, ["sst2"], logger=logger, progress=False)
+    assert result["bias"] == {"crows": {"metric_score": 0.5}, "eec": {"gender": {"mean_abs_gap": 0.1}}}
+    assert calls["crows"]["generator_dir"] == f"{ecfg.pretrain_dir}/generator"
+    assert calls["crows"]["csv_path"].endswith("bias/crows_pairs/crows_pairs_anonymized.csv")
+    assert calls["eec"]["model_dir"] == f"{cfg.output_dir}/sst2/model"
+    assert calls["eec"]["csv_path"].endswith("bias/eec/Equity-Evaluation-Corpus.csv")
+    assert calls["eec"]["device"] == "cpu" and calls["crows"]["max_pairs"] is None
+    assert logger.calls[-1][0]["bias.eec.gender.mean_abs_gap"] == 0.1
