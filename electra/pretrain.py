@@ -34,7 +34,7 @@ from electra.tracking import MetricLogger, NullLogger
 
 # Fields that change how the run is observed, not what it computes: a checkpoint
 # written under other values of these can still be resumed.
-_RESUME_NEUTRAL = {"output_dir", "log_every", "checkpoint_every", "keep_checkpoints", "eval_batches", "device"}
+_RESUME_NEUTRAL = {"input_dir", "output_dir", "log_every", "checkpoint_every", "keep_checkpoints", "eval_batches", "device"}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -64,8 +64,11 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     return torch.bfloat16 if cpu_has_bf16() else None
 
 
-def _resume_key(cfg: PretrainConfig) -> dict:
-    return {k: v for k, v in cfg.model_dump(mode="json").items() if k not in _RESUME_NEUTRAL}
+def _resume_key(cfg: PretrainConfig, data_hash: str | None) -> dict:
+    """What a checkpoint must share with this run to be resumed: the config and the data."""
+    key = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in _RESUME_NEUTRAL}
+    key["data_hash"] = data_hash
+    return key
 
 
 def batch_indices(step: int, micro: int, batch_size: int, accum_steps: int, n_examples: int, seed: int) -> np.ndarray:
@@ -147,11 +150,25 @@ class _Checkpointer:
             return []
         return sorted(p for p in self.folder.glob("step-*") if (p / "trainer_state.pt").exists())
 
+    def matching(self, resume_key: str) -> Path | None:
+        """The newest checkpoint written under the same configuration, if any."""
+        for path in reversed(self.list()):
+            meta = path / "resume.json"
+            if meta.exists() and read_json(meta).get("resume_key") == resume_key:
+                return path
+        return None
+
+    def clear(self) -> None:
+        """Remove every checkpoint (used when none matches: stale state must not linger)."""
+        for path in self.list():
+            shutil.rmtree(path, ignore_errors=True)
+
     def save(self, step: int, model: torch.nn.Module, state: dict) -> Path:
         from safetensors.torch import save_model
 
         target = self.folder / f"step-{step:07d}"
         with atomic_dir(target) as tmp:
+            write_json(tmp / "resume.json", {"step": step, "resume_key": state["resume_key"]})
             # save_model handles the tensors shared between generator and discriminator.
             save_model(model, str(tmp / "model.safetensors"))
             torch.save(state, tmp / "trainer_state.pt")
@@ -268,10 +285,9 @@ def pretrain(cfg: PretrainConfig, logger: MetricLogger | None = None, progress: 
 
     checkpointer = _Checkpointer(out_dir / "checkpoints", cfg.keep_checkpoints)
     start_step, history, resumed_from = 0, [], None
-    for candidate in reversed(checkpointer.list()):
+    candidate = checkpointer.matching(repr(_resume_key(cfg, summary.get("content_hash"))))
+    if candidate is not None:
         state = checkpointer.load(candidate, model, device)
-        if state.get("resume_key") != repr(_resume_key(cfg)):
-            continue  # written under another configuration: not ours to resume
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"].cpu())
@@ -279,10 +295,10 @@ def pretrain(cfg: PretrainConfig, logger: MetricLogger | None = None, progress: 
         if device.type == "cuda" and "cuda_rng" in state:
             torch.cuda.set_rng_state(state["cuda_rng"].cpu())
         start_step, history, resumed_from = int(state["step"]), list(state["history"]), str(candidate)
-        break
     else:
-        # No matching checkpoint: a fresh start must not mix in stale state.
-        torch.manual_seed(cfg.seed)
+        # Checkpoints of another configuration would be resumed by mistake later
+        # (or outrank ours in rotation): a fresh start removes them.
+        checkpointer.clear()
 
     stop = threading.Event()
     previous_handler = None
@@ -299,7 +315,7 @@ def pretrain(cfg: PretrainConfig, logger: MetricLogger | None = None, progress: 
             "torch_rng": torch.get_rng_state(),
             "mask_rng": mask_rng.get_state(),
             "history": history,
-            "resume_key": repr(_resume_key(cfg)),
+            "resume_key": repr(_resume_key(cfg, summary.get("content_hash"))),
         }
         if device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state()

@@ -8,14 +8,29 @@ Serve the deployments (one per profile) and trigger one::
 
     python -m flows.pipeline serve            # deployments electra-pipeline/tiny, /micro, ...
     prefect deployment run 'electra-pipeline/tiny' --watch
+    prefect deployment run 'electra-pipeline/micro' --watch \
+        --params '{"overrides": ["pretrain.max_steps=50"]}'
+
+Run it in-process, without a deployment::
+
+    python -m flows.pipeline micro
+
+The flow run id reaches MLflow (``prefect_flow_run_id`` on the pipeline and
+stage runs and on every registered version) through ``PREFECT__FLOW_RUN_ID``,
+the variable Prefect sets in a served run's process; for an in-process run the
+flow sets it itself, for the duration of the run.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
+from collections.abc import Iterator
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
 
 from electra.config import STAGES, Params, load_params
 from electra.stages import pipeline_run, run_stage
@@ -55,14 +70,37 @@ def _summary_markdown(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+@contextlib.contextmanager
+def _flow_run_id_in_env() -> Iterator[None]:
+    """Expose the current flow run id as ``PREFECT__FLOW_RUN_ID`` (electra's lineage reads it).
+
+    A served or worker-started run already has it; an in-process call does not,
+    so set it for the run and restore the environment afterwards.
+    """
+    key = "PREFECT__FLOW_RUN_ID"
+    if os.environ.get(key) or not flow_run.id:
+        yield
+        return
+    os.environ[key] = flow_run.id
+    try:
+        yield
+    finally:
+        os.environ.pop(key, None)
+
+
 @flow(name="electra-pipeline", log_prints=True)
 def electra_pipeline(profile: str = "tiny", overrides: list[str] | None = None,
                      params_file: str = "params.yaml") -> dict[str, dict]:
-    """Run the six stages in order on ``profile`` (with optional dotted overrides)."""
+    """Run the six stages in order on ``profile``.
+
+    ``overrides`` are dotted ``section.key=value`` strings merged last (as the
+    CLI's ``-S``), e.g. to move every stage's outputs elsewhere; ``params_file``
+    is read relative to the working directory, with ``profiles/`` beside it.
+    """
     logger = get_run_logger()
     params = load_params(params_file, profile=profile, overrides=overrides or [])
     results: dict[str, dict] = {}
-    with pipeline_run(params) as parent_id:
+    with _flow_run_id_in_env(), pipeline_run(params) as parent_id:
         for stage in STAGES:
             results[stage] = TASKS[stage](params)
             logger.info("%s finished in %.1fs", stage, results[stage].get("seconds", 0.0))

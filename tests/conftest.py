@@ -1,0 +1,146 @@
+"""Shared test set-up: offline, quiet, every store in a temporary folder.
+
+Tests use the real data under ``data/`` (``make test`` pulls it first) and the
+``micro`` profile, with every stage's output folder moved under a temporary
+directory so that tests never touch the project's own ``outputs/``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "data"
+
+os.environ.update(
+    {
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DO_NOT_TRACK": "1",
+        "DVC_NO_ANALYTICS": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+)
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+os.environ.pop("PREFECT_API_URL", None)
+
+if not (DATA / "MANIFEST.md").exists():  # pragma: no cover - a setup problem, not a test failure
+    raise pytest.UsageError("data/ is missing: run `make data` (dvc pull) first")
+
+
+def stage_dirs(tmp: Path) -> list[str]:
+    """Overrides that put every stage's inputs/outputs under ``tmp`` (data stays in data/)."""
+    o = tmp / "outputs"
+    return [
+        f"ingest.output_dir={o}/ingest",
+        f"tokenize.input_dir={o}/ingest",
+        f"tokenize.output_dir={o}/tokenize",
+        f"pretrain.input_dir={o}/tokenize",
+        f"pretrain.output_dir={o}/pretrain",
+        f"finetune.model_dir={o}/pretrain/discriminator",
+        f"finetune.output_dir={o}/finetune",
+        f"evaluate.finetune_dir={o}/finetune",
+        f"evaluate.pretrain_dir={o}/pretrain",
+        f"evaluate.output_dir={o}/evaluate",
+        f"register.pretrain_dir={o}/pretrain",
+        f"register.finetune_dir={o}/finetune",
+        f"register.evaluate_dir={o}/evaluate",
+        f"register.output_dir={o}/register",
+        f"tracking.store_path={tmp}/mlflow.db",
+        f"tracking.artifact_dir={tmp}/mlartifacts",
+    ]
+
+
+def micro_params(tmp: Path, *extra: str):
+    """The micro profile with all outputs under ``tmp``."""
+    from electra.config import load_params
+
+    return load_params(ROOT / "params.yaml", profile="micro", overrides=[*stage_dirs(tmp), *extra])
+
+
+@pytest.fixture(scope="session")
+def pretrained_micro(tmp_path_factory) -> Path:
+    """ingest + tokenize + pretrain on the micro profile, once per session; returns the tmp root."""
+    from electra.ingest import ingest
+    from electra.pretrain import pretrain
+    from electra.tokenize import tokenize
+
+    tmp = tmp_path_factory.mktemp("micro")
+    params = micro_params(tmp)
+    ingest(params.ingest, progress=False)
+    tokenize(params.tokenize, progress=False)
+    pretrain(params.pretrain, progress=False)
+    return tmp
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 90.0, proc: subprocess.Popen | None = None) -> None:
+    """Poll ``url`` until it answers 200 (or the process dies, or time runs out)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before {url} answered")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} did not answer within {timeout}s")
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    """Terminate a server and its children (servers start workers of their own)."""
+    import signal
+
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=15)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real ``mlflow server`` on 127.0.0.1 (sqlite backend, local artifacts); yields its URL."""
+    tmp = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    log = open(tmp / "server.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp}/mlflow.db",
+         "--artifacts-destination", str(tmp / "artifacts")],
+        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/health", timeout=120, proc=proc)
+        yield url
+    finally:
+        stop_process(proc)
+        log.close()

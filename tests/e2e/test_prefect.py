@@ -1,0 +1,173 @@
+"""The Prefect door, for real: a ``prefect server``, served deployments, a CLI-triggered run.
+
+``python -m flows.pipeline serve micro`` serves ``electra-pipeline/micro`` against a
+real ``prefect server start``; ``prefect deployment run ... --watch`` triggers it
+with overrides that move every output under a temporary folder, and MLflow
+tracking goes to the real ``mlflow server`` of the ``mlflow_server`` fixture.
+The run must finish Completed and leave a registered discriminator whose aliases
+and lineage tags (the Prefect flow run id among them) are checked on that server.
+
+A cheaper test runs the flow in-process against the same server, with the stages
+stubbed out: the six tasks in order, and the flow run id in the environment the
+stages read, only for the run's duration.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, free_port, stage_dirs, stop_process, wait_http
+
+PREFECT = [sys.executable, "-m", "prefect"]
+MODEL = "electra-discriminator"
+LINEAGE_TAGS = ("git_commit", "data_dvc_md5", "params_hash", "pretrain_run_id", "prefect_flow_run_id")
+
+
+def _prefect_env(home: Path, api_url: str | None = None, **extra: str) -> dict[str, str]:
+    """The environment of every Prefect process here: its own home, quiet, fast polling."""
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "false",
+        "PREFECT_CLI_PROMPT": "false",
+        "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+        "COLUMNS": "250",  # the CLI's rich output must not wrap the flow run id
+        **extra,
+    }
+    # A heartbeat cannot be switched off (the setting must be >= 30 s); its default
+    # (180 s) is longer than the micro run anyway.
+    env.pop("PREFECT_API_URL", None)
+    if api_url:
+        env["PREFECT_API_URL"] = api_url
+    return env
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Stop a server or runner and its children: SIGTERM twice (a runner's first one
+    starts a graceful shutdown), then ``stop_process`` (SIGKILL if still alive)."""
+    for _ in range(2):
+        if proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=5)
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            pass
+    stop_process(proc)
+
+
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory):
+    """A real ``prefect server start`` on 127.0.0.1 (sqlite in a temporary PREFECT_HOME).
+
+    Yields ``(api_url, home)``.
+    """
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = free_port()
+    api_url = f"http://127.0.0.1:{port}/api"
+    log = open(home / "server.log", "w")
+    proc = subprocess.Popen(
+        [*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port), "--analytics-off"],
+        stdout=log, stderr=subprocess.STDOUT, env=_prefect_env(home), start_new_session=True,
+    )
+    try:
+        wait_http(f"{api_url}/health", timeout=120, proc=proc)
+        yield api_url, home
+    finally:
+        _stop(proc)
+        log.close()
+
+
+@pytest.mark.slow
+def test_flow_in_process_runs_the_stages_in_order_with_the_flow_run_id(prefect_server, monkeypatch, tmp_path):
+    """The flow's wiring, without the stages' work: tasks in order, the run id in the env."""
+    import contextlib
+
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    import flows.pipeline as pipeline
+    from electra.config import STAGES
+
+    seen: list[tuple[str, str | None]] = []
+
+    def fake_run_stage(stage, params, progress=True):
+        seen.append((stage, os.environ.get("PREFECT__FLOW_RUN_ID")))
+        return {"seconds": 0.0, "mlflow_run_id": f"run-{stage}"}
+
+    @contextlib.contextmanager
+    def fake_pipeline_run(params):
+        yield "parent"
+
+    monkeypatch.setattr(pipeline, "run_stage", fake_run_stage)
+    monkeypatch.setattr(pipeline, "pipeline_run", fake_pipeline_run)
+    monkeypatch.delenv("PREFECT__FLOW_RUN_ID", raising=False)
+    api_url, _ = prefect_server
+    with temporary_settings({PREFECT_API_URL: api_url}):
+        state = pipeline.electra_pipeline(profile="micro", overrides=stage_dirs(tmp_path),
+                                          params_file=str(ROOT / "params.yaml"), return_state=True)
+        assert state.is_completed(), state
+        results = state.result()
+    assert [s for s, _ in seen] == list(STAGES)
+    assert {run_id for _, run_id in seen} == {str(state.state_details.flow_run_id)}
+    assert results["pipeline"] == {"mlflow_run_id": "parent"}
+    assert "PREFECT__FLOW_RUN_ID" not in os.environ
+
+
+@pytest.mark.slow
+def test_served_micro_deployment_completes_and_registers(prefect_server, mlflow_server, tmp_path):
+    from mlflow import MlflowClient
+
+    api_url, home = prefect_server
+    env = _prefect_env(home, api_url, MLFLOW_TRACKING_URI=mlflow_server)
+    serve_log = tmp_path / "serve.log"
+    with open(serve_log, "w") as log:
+        # cwd: the project root, where params.yaml, profiles/, data/ and data.dvc resolve.
+        serve = subprocess.Popen(
+            [sys.executable, "-m", "flows.pipeline", "serve", "micro"],
+            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        )
+        try:
+            wait_http(f"{api_url}/deployments/name/electra-pipeline/micro", timeout=60, proc=serve)
+            started = time.time()
+            run = subprocess.run(
+                [*PREFECT, "deployment", "run", "electra-pipeline/micro",
+                 "--params", json.dumps({"overrides": stage_dirs(tmp_path)}),
+                 "--watch", "--watch-interval", "1", "--watch-timeout", "150"],
+                cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180,
+            )
+            seconds = time.time() - started
+        finally:
+            _stop(serve)
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, f"deployment run failed:\n{output}\n--- serve log ---\n{serve_log.read_text()[-6000:]}"
+    assert "Completed" in output, output
+    print(f"prefect deployment run electra-pipeline/micro: {seconds:.1f}s")
+    flow_run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", output).group(1)
+
+    # The overrides moved every output under tmp_path.
+    registration = json.loads((tmp_path / "outputs/register/registration.json").read_text())
+    version = registration["versions"][MODEL]
+
+    client = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
+    challenger = client.get_model_version_by_alias(MODEL, "challenger")
+    champion = client.get_model_version_by_alias(MODEL, "champion")  # micro's gates are loose
+    assert challenger.version == champion.version == version
+    missing = [t for t in LINEAGE_TAGS if not challenger.tags.get(t)]
+    assert not missing, f"missing lineage tags {missing}: {challenger.tags}"
+    assert challenger.tags["prefect_flow_run_id"] == flow_run_id
+    assert challenger.tags["data_dvc_md5"] != "unknown"
+    assert challenger.tags["git_commit"] != "unknown"
+    pretrain_run = client.get_run(challenger.tags["pretrain_run_id"])
+    assert pretrain_run.data.tags["prefect_flow_run_id"] == flow_run_id

@@ -1,0 +1,115 @@
+"""The pretraining loop on real data: outputs, export, resume, and a discriminator that learns."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from electra.pretrain import batch_indices, linear_schedule, pretrain
+from tests.conftest import micro_params
+
+
+def test_pretrain_writes_models_metrics_and_history(pretrained_micro):
+    out = pretrained_micro / "outputs" / "pretrain"
+    result = json.loads((out / "result.json").read_text())
+    assert result["steps"] == 12
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("loss", "generator_loss", "discriminator_loss"):
+        assert np.isfinite(metrics["train"][key])
+        assert np.isfinite(metrics["validation"][key])
+    rows = list(csv.DictReader(open(out / "history.csv")))
+    assert [int(r["step"]) for r in rows] == list(range(2, 13, 2))
+    assert {"discriminator_precision", "discriminator_recall", "generator_accuracy", "lr", "tokens_per_s"} <= set(rows[0])
+    assert len(list((out / "checkpoints").glob("step-*"))) <= 2
+
+
+def test_exported_models_load_with_auto_classes_and_match_training(pretrained_micro):
+    from safetensors.torch import load_model
+    from transformers import AutoModelForMaskedLM, AutoModelForPreTraining, AutoTokenizer
+
+    from electra.model import ElectraPretrainer
+
+    out = pretrained_micro / "outputs" / "pretrain"
+    disc = AutoModelForPreTraining.from_pretrained(out / "discriminator").eval()
+    gen = AutoModelForMaskedLM.from_pretrained(out / "generator").eval()
+    tok = AutoTokenizer.from_pretrained(out / "discriminator")
+    params = micro_params(pretrained_micro)
+    model = ElectraPretrainer(params.pretrain.model, len(tok), tok.pad_token_id, tok.mask_token_id,
+                              list(tok.all_special_ids))
+    last = sorted((out / "checkpoints").glob("step-*"))[-1]
+    load_model(model, str(last / "model.safetensors"))
+    model.eval()
+    enc = tok(["the ship sailed at dawn .", "a quiet morning in the town"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        assert torch.allclose(disc(**enc).logits, model.discriminator(**enc).logits, atol=1e-5)
+        assert torch.allclose(gen(**enc).logits, model.generator(**enc).logits, atol=1e-5)
+    # The saved generator's output layer is still tied to its (shared) word embeddings.
+    assert gen.generator_lm_head.weight.data_ptr() == gen.electra.embeddings.word_embeddings.weight.data_ptr()
+
+
+def test_batch_order_is_a_function_of_the_step():
+    a = batch_indices(5, 1, 8, 2, 100, seed=3)
+    b = batch_indices(5, 1, 8, 2, 100, seed=3)
+    assert np.array_equal(a, b)
+    # One epoch of steps covers every example exactly once.
+    seen = np.concatenate([batch_indices(s, 0, 10, 1, 100, seed=3) for s in range(10)])
+    assert sorted(seen.tolist()) == list(range(100))
+
+
+def test_linear_schedule_warms_up_then_decays_to_zero():
+    f = linear_schedule(10, 110)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(60) == pytest.approx(0.5) and f(110) == 0.0
+
+
+def test_killed_run_resumes_with_the_same_loss_trajectory(pretrained_micro, tmp_path):
+    """Resume from the step-6 checkpoint and land on the uninterrupted run's losses (fp32, CPU)."""
+    base = pretrained_micro / "outputs"
+    extra = ["pretrain.precision=fp32", "pretrain.device=cpu", "pretrain.checkpoint_every=6",
+             "pretrain.keep_checkpoints=5"]
+    full_params = micro_params(tmp_path / "full", *extra)
+    shutil.copytree(base / "tokenize", tmp_path / "full" / "outputs" / "tokenize")
+    full = pretrain(full_params.pretrain, progress=False)
+    history_full = json.loads(json.dumps(list(csv.DictReader(open(tmp_path / "full/outputs/pretrain/history.csv")))))
+
+    # The "killed" run: the same folder as it was at step 6 (later checkpoints and outputs gone).
+    resumed_root = tmp_path / "resumed" / "outputs"
+    shutil.copytree(base / "tokenize", resumed_root / "tokenize")
+    (resumed_root / "pretrain" / "checkpoints").mkdir(parents=True)
+    shutil.copytree(tmp_path / "full/outputs/pretrain/checkpoints/step-0000006",
+                    resumed_root / "pretrain" / "checkpoints" / "step-0000006")
+    resumed = pretrain(micro_params(tmp_path / "resumed", *extra).pretrain, progress=False)
+    assert resumed["resumed_from"].endswith("step-0000006")
+    history_resumed = list(csv.DictReader(open(resumed_root / "pretrain/history.csv")))
+    assert [r["step"] for r in history_resumed] == [r["step"] for r in history_full]
+    for a, b in zip(history_full, history_resumed):
+        for key in ("loss", "generator_loss", "discriminator_loss"):
+            assert float(a[key]) == pytest.approx(float(b[key]), rel=1e-5, abs=1e-6), (a["step"], key)
+    assert full["final"]["validation"]["loss"] == pytest.approx(resumed["final"]["validation"]["loss"], rel=1e-5)
+
+
+def test_checkpoints_of_another_configuration_are_not_resumed(pretrained_micro, tmp_path):
+    root = tmp_path / "outputs"
+    shutil.copytree(pretrained_micro / "outputs" / "tokenize", root / "tokenize")
+    shutil.copytree(pretrained_micro / "outputs" / "pretrain" / "checkpoints", root / "pretrain" / "checkpoints")
+    result = pretrain(micro_params(tmp_path, "pretrain.lr=1e-3", "pretrain.max_steps=4").pretrain, progress=False)
+    assert result["resumed_from"] is None
+    assert [p.name for p in sorted((root / "pretrain" / "checkpoints").glob("step-*"))] == ["step-0000004"]
+
+
+def test_discriminator_learns_to_detect_replacements(pretrained_micro, tmp_path):
+    """A short real run: replaced-token recall rises above zero (no collapse to "all original")."""
+    shutil.copytree(pretrained_micro / "outputs" / "tokenize", tmp_path / "outputs" / "tokenize")
+    params = micro_params(tmp_path, "pretrain.max_steps=150", "pretrain.lr=2e-3", "pretrain.warmup_steps=10",
+                          "pretrain.log_every=25", "pretrain.checkpoint_every=1000", "pretrain.eval_batches=4")
+    result = pretrain(params.pretrain, progress=False)
+    history = list(csv.DictReader(open(tmp_path / "outputs/pretrain/history.csv")))
+    first, last = history[0], history[-1]
+    assert float(last["loss"]) < float(first["loss"])
+    assert float(last["discriminator_recall"]) > 0.0
+    assert result["final"]["validation"]["discriminator_recall"] > 0.0
