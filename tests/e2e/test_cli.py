@@ -1,0 +1,69 @@
+"""The CLI door end to end: `electra run --profile micro` against a real MLflow server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT, stage_dirs
+
+
+def _electra(*args: str, env: dict[str, str], cwd=ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "electra.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=900)
+
+
+def test_bad_params_fail_before_any_work_naming_the_field(tmp_path):
+    proc = _electra("pretrain", "-S", "pretrain.mask_prob=1.5", *sum((["-S", o] for o in stage_dirs(tmp_path)), []),
+                    env=dict(os.environ))
+    assert proc.returncode == 2
+    assert "pretrain.mask_prob" in proc.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.slow
+def test_micro_pipeline_through_the_cli_registers_a_discriminator(tmp_path, mlflow_server):
+    from mlflow import MlflowClient
+
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server}
+    overrides = sum((["-S", o] for o in stage_dirs(tmp_path)), [])
+    proc = _electra("run", "--profile", "micro", "--no-progress", *overrides, env=env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    results = json.loads(proc.stdout)
+    for stage in ("ingest", "tokenize", "pretrain", "finetune", "evaluate", "register"):
+        assert results[stage]["mlflow_run_id"]
+
+    client = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
+    version = client.get_model_version_by_alias("electra-discriminator", "challenger")
+    assert version.version == results["register"]["version"]
+    champion = client.get_model_version_by_alias("electra-discriminator", "champion")
+    assert champion.version == version.version  # micro's gates are loose: promoted
+    tags = version.tags
+    for key in ("git_commit", "git_dirty", "data_dvc_md5", "params_hash", "pretrain_run_id", "profile", "gate.passed"):
+        assert tags.get(key), key
+    assert tags["pretrain_run_id"] == results["pretrain"]["mlflow_run_id"]
+    assert tags["profile"] == "micro"
+    for task in ("sst2", "mrpc"):
+        assert client.get_model_version_by_alias(f"electra-{task}", "challenger")
+
+    # Each stage is an MLflow run named after it, children of one pipeline run.
+    stage_run = client.get_run(results["pretrain"]["mlflow_run_id"])
+    assert stage_run.info.run_name == "pretrain"
+    assert stage_run.data.tags["mlflow.parentRunId"] == results["pipeline"]["mlflow_run_id"]
+    assert "train/loss" in stage_run.data.metrics
+    evaluate_run = client.get_run(results["evaluate"]["mlflow_run_id"])
+    assert "glue.sst2.accuracy" in evaluate_run.data.metrics
+
+    # The registered discriminator loads back and scores tokens.
+    import mlflow.pyfunc
+    import pandas as pd
+
+    mlflow.set_tracking_uri(mlflow_server)
+    model = mlflow.pyfunc.load_model("models:/electra-discriminator@champion")
+    out = model.predict(pd.DataFrame({"text": ["the cat sat on the mat ."]}))
+    probs = out.iloc[0]["replaced_probability"]
+    assert len(probs) == len(out.iloc[0]["tokens"]) and all(0.0 <= p <= 1.0 for p in probs)
