@@ -44,7 +44,7 @@ data: setup data/MANIFEST.md
 
 data/MANIFEST.md: data.dvc
 	dvc config --local core.check_update false 2>/dev/null || true
-	dvc pull -q
+	dvc pull -q data.dvc
 	cd data && sha256sum --quiet -c SHA256SUMS
 
 mlflow-ui: setup  ## the MLflow UI (runs, registry) on the embedded store

@@ -7,8 +7,8 @@ then checks that
 
 1. ``dvc repro`` runs every stage and ``dvc metrics show`` lists the evaluate metrics;
 2. a second ``dvc repro`` changes nothing and ``dvc status`` is clean;
-3. changing a param of a late stage (``evaluate.batch_size``) reruns evaluate
-   (and, when its metrics change, register) and skips everything upstream.
+3. changing a param of a late stage (``evaluate.batch_size``) reruns evaluate and
+   register and skips everything upstream.
 
 The project's own ``outputs/``, ``mlflow.db`` and DVC cache are never touched: the
 stages run in the copy, with the copy's embedded MLflow store.
@@ -208,8 +208,9 @@ def test_dvc_repro_end_to_end(tmp_path: Path) -> None:
     status = _run([dvc, "status"], copy, env)
     assert UP_TO_DATE in _output(status), _output(status)
 
-    # 3. One late param: the dry run plans evaluate only (register is decided after
-    #    evaluate, by whether outputs/evaluate/metrics.json changed); the real run agrees.
+    # 3. One late param: only evaluate changed by itself (the dry run plans evaluate and
+    #    nothing upstream); running it rewrites outputs/evaluate/run.json (a new MLflow run id,
+    #    which register records as lineage), so register reruns too; nothing upstream does.
     _set_yaml_line(copy / "params.yaml", "evaluate", "batch_size", "32")
     changed = json.loads(_run([dvc, "status", "--json"], copy, env).stdout)
     assert set(changed) == {"evaluate"}, changed  # dvc status lists only stages whose own deps changed
@@ -227,6 +228,8 @@ def test_dvc_repro_end_to_end(tmp_path: Path) -> None:
     assert _running("evaluate") in out, out
     for stage in UPSTREAM:
         assert _skipped(stage) in out and _running(stage) not in out, f"{stage}:\n{out}"
-    assert _running("register") in out or _skipped("register") in out, out
-    print("register " + ("reran" if _running("register") in out else "skipped (metrics.json unchanged)"))
+    assert _running("register") in out, out
+    evaluate_run_id = json.loads((copy / "outputs/evaluate/run.json").read_text())["mlflow_run_id"]
+    assert evaluate_run_id in (copy / "outputs/register/registration.json").read_text(), \
+        "registration.json does not record the new evaluate run"
     assert UP_TO_DATE in _output(_run([dvc, "status"], copy, env))

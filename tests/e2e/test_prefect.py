@@ -69,10 +69,11 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="module")
-def prefect_server(tmp_path_factory):
+def prefect_server(request, tmp_path_factory):
     """A real ``prefect server start`` on 127.0.0.1 (sqlite in a temporary PREFECT_HOME).
 
-    Yields ``(api_url, home)``.
+    Yields ``(api_url, home)``. The session's ``mlflow_server`` boots while this
+    one does (each takes seconds on two cores).
     """
     home = tmp_path_factory.mktemp("prefect-home")
     port = free_port()
@@ -83,6 +84,7 @@ def prefect_server(tmp_path_factory):
         stdout=log, stderr=subprocess.STDOUT, env=_prefect_env(home), start_new_session=True,
     )
     try:
+        request.getfixturevalue("mlflow_server")
         wait_http(f"{api_url}/health", timeout=120, proc=proc)
         yield api_url, home
     finally:
@@ -144,8 +146,8 @@ def test_served_micro_deployment_completes_and_registers(prefect_server, mlflow_
             run = subprocess.run(
                 [*PREFECT, "deployment", "run", "electra-pipeline/micro",
                  "--params", json.dumps({"overrides": stage_dirs(tmp_path)}),
-                 "--watch", "--watch-interval", "1", "--watch-timeout", "150"],
-                cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180,
+                 "--watch", "--watch-interval", "1", "--watch-timeout", "300"],
+                cwd=tmp_path, env=env, capture_output=True, text=True, timeout=330,
             )
             seconds = time.time() - started
         finally:
@@ -154,7 +156,9 @@ def test_served_micro_deployment_completes_and_registers(prefect_server, mlflow_
     assert run.returncode == 0, f"deployment run failed:\n{output}\n--- serve log ---\n{serve_log.read_text()[-6000:]}"
     assert "Completed" in output, output
     print(f"prefect deployment run electra-pipeline/micro: {seconds:.1f}s")
-    flow_run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", output).group(1)
+    match = re.search(r"UUID:\s*([0-9a-f-]{36})", output)
+    assert match, f"no flow run id in the CLI's output:\n{output}"
+    flow_run_id = match.group(1)
 
     # The overrides moved every output under tmp_path.
     registration = json.loads((tmp_path / "outputs/register/registration.json").read_text())
@@ -167,6 +171,7 @@ def test_served_micro_deployment_completes_and_registers(prefect_server, mlflow_
     missing = [t for t in LINEAGE_TAGS if not challenger.tags.get(t)]
     assert not missing, f"missing lineage tags {missing}: {challenger.tags}"
     assert challenger.tags["prefect_flow_run_id"] == flow_run_id
+    assert challenger.tags["profile"] == "micro"  # the deployment's parameter, kept beside --params
     assert challenger.tags["data_dvc_md5"] != "unknown"
     assert challenger.tags["git_commit"] != "unknown"
     pretrain_run = client.get_run(challenger.tags["pretrain_run_id"])
