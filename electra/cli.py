@@ -6,6 +6,7 @@ and calls the same library functions as the DVC stages and the Prefect flow.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -47,7 +48,9 @@ def _run_one(stage: str, params_file: str, profile: str | None, overrides: list[
     _defaults_for_embedded_services()
     params = _load(params_file, profile, overrides)
     try:
-        result = run_stage(stage, params, progress=progress)
+        # stdout carries the JSON result only; libraries' chatter goes to stderr.
+        with contextlib.redirect_stdout(sys.stderr):
+            result = run_stage(stage, params, progress=progress)
     except (FileNotFoundError, ValueError) as exc:
         typer.echo(f"error: {stage}: {exc}", err=True)
         raise typer.Exit(code=1) from None
@@ -103,7 +106,8 @@ def run_all(
         typer.echo(f"[{stage}] done in {result['seconds']:.1f}s (MLflow run {result['mlflow_run_id']})", err=True)
 
     try:
-        results = run_pipeline(cfg, chosen, progress=progress, on_stage=report)
+        with contextlib.redirect_stdout(sys.stderr):
+            results = run_pipeline(cfg, chosen, progress=progress, on_stage=report)
     except (FileNotFoundError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=1) from None

@@ -179,6 +179,8 @@ def register(params: Params, progress: bool = True) -> dict:
         signature=signature,
         input_example=example,
         pip_requirements=_pip_requirements(),
+        # The wrapper class lives in this package: ship it so the model loads without it installed.
+        code_paths=[str(Path(__file__).resolve().parent)],
         registered_model_name=cfg.model_name,
     )
     versions = {cfg.model_name: str(info.registered_model_version)}

@@ -54,3 +54,22 @@ def test_tokenize_stage_outputs(pretrained_micro):
     assert all(ids[i, lengths[i] - 1] == SEP for i in range(len(ids)))
     assert ((types == 0) | (types == 1)).all()
     assert (out / "tokenizer" / "tokenizer.json").exists()
+
+
+def test_a_vocab_trained_on_the_corpus_is_saved_with_the_data(pretrained_micro, tmp_path):
+    from transformers import AutoTokenizer
+
+    from electra.config import TokenizeConfig
+    from electra.tokenize import tokenize
+
+    cfg = TokenizeConfig(input_dir=str(pretrained_micro / "outputs" / "ingest"), output_dir=str(tmp_path / "tok"),
+                         train_vocab=True, vocab_size=2000, max_seq_length=64, max_examples=200)
+    result = tokenize(cfg, progress=False)
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "tok" / "tokenizer")
+    assert result["vocab_size"] == len(tokenizer) <= 2000
+    summary = json.loads((tmp_path / "tok" / "summary.json").read_text())
+    assert summary["vocab_source"] == "trained" and summary["id_dtype"] == "uint16"
+    ids = tokenizer("fellow citizens of the senate")["input_ids"]
+    assert ids[0] == tokenizer.cls_token_id and tokenizer.unk_token_id not in ids
+    train = PackedDataset(tmp_path / "tok", "train")
+    assert int(train.get(np.arange(len(train)))[0].max()) < len(tokenizer)
