@@ -96,7 +96,11 @@ def _git_files(root: Path) -> list[str]:
     listed = []
     for extra in ([], ["--others", "--exclude-standard"]):
         out = subprocess.run(["git", "ls-files", "-z", *extra], cwd=root, capture_output=True, check=True).stdout
-        listed += [p for p in out.decode().split("\0") if p]
+        names = [p for p in out.decode().split("\0") if p]
+        if extra:
+            # An uncommitted dvc.lock is a local run's by-product, not part of a clone.
+            names = [p for p in names if p != "dvc.lock"]
+        listed += names
     return sorted({p for p in listed if (root / p).is_file()})  # skip deleted-but-tracked files
 
 
