@@ -45,41 +45,18 @@ def _model_config(shape: str):
                        embedding_size=emb, max_position_embeddings=512, dropout=0.1)
 
 
-def flops_per_token(shape: str, seq_len: int, mask_prob: float = 0.15, generator_fraction: float = 0.25) -> float:
-    """Training FLOPs per token (forward x 3), counting matmuls only, for our step.
+def flops_per_token(shape: str, seq_len: int, mask_prob: float = 0.15) -> float:
+    """Training FLOPs per token of our step (the library's formula, see electra.model)."""
+    from electra.model import training_flops_per_token
 
-    Per encoder layer and token, forward: 2*(4*H^2 + 2*H*I) for the projections and
-    feed-forward, 2*2*L*H for attention scores and values. The generator's vocabulary
-    head runs only at the masked positions (mask_prob of the tokens).
-    """
-    hidden, layers, heads, inter, emb = SHAPES[shape]
-
-    def encoder(h: int, i: int) -> float:
-        per_layer = 2 * (4 * h * h + 2 * h * i) + 4 * seq_len * h
-        project = 2 * emb * h if emb != h else 0
-        return layers * per_layer + project
-
-    gh, gi = round(hidden * generator_fraction), round(inter * generator_fraction)
-    generator = encoder(gh, gi) + mask_prob * (2 * gh * emb + 2 * emb * VOCAB)
-    discriminator = encoder(hidden, inter) + 2 * hidden * hidden + 2 * hidden
-    return 3.0 * (generator + discriminator)
+    return training_flops_per_token(_model_config(shape), seq_len, VOCAB, mask_prob)
 
 
-def matmul_rate(device, dtype, n: int = 2048, repeats: int = 5) -> float:
+def matmul_rate(device, dtype) -> float:
     """Measured dense matmul FLOP/s on this device and dtype (the MFU denominator)."""
-    import torch
+    from electra.model import matmul_flops_per_s
 
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    a @ b
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return 2 * n**3 * repeats / (time.perf_counter() - start)
+    return matmul_flops_per_s(device, dtype, n=2048, repeats=5)
 
 
 def _batches(n: int, batch_size: int, seq_len: int, seed: int = 0):

@@ -121,6 +121,7 @@ class PretrainConfig(_Frozen):
     adam_eps: float = 1e-6
     max_grad_norm: float = Field(default=1.0, gt=0.0)
     precision: Literal["auto", "fp32", "bf16"] = "auto"
+    compile: bool = False
     device: str = "auto"
     log_every: int = Field(default=10, ge=1)
     eval_batches: int = Field(default=4, ge=0)

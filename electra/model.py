@@ -122,6 +122,49 @@ def gumbel_sample(logits: torch.Tensor, temperature: float = 1.0, generator: tor
         return (logits / temperature + noise).argmax(dim=-1)
 
 
+def training_flops_per_token(cfg: ModelConfig, seq_len: int, vocab_size: int, mask_prob: float = 0.15,
+                             objective: str = "electra") -> float:
+    """Model FLOPs of one training step per token (forward x 3), matmuls only.
+
+    Per encoder layer and token, forward: 2*(4*H^2 + 2*H*I) for the projections and
+    the feed-forward, plus 2*2*L*H for attention scores and values. The generator's
+    vocabulary head runs only at the masked positions (``mask_prob`` of the tokens).
+    This is the numerator of MFU; the denominator is a measured matmul rate.
+    """
+    def encoder(hidden: int, inter: int) -> float:
+        per_layer = 2 * (4 * hidden * hidden + 2 * hidden * inter) + 4 * seq_len * hidden
+        project = 2 * cfg.embedding_size * hidden if cfg.embedding_size != hidden else 0
+        return cfg.num_layers * per_layer + project
+
+    def mlm_head(hidden: int) -> float:
+        return mask_prob * (2 * hidden * cfg.embedding_size + 2 * cfg.embedding_size * vocab_size)
+
+    if objective == "mlm":
+        return 3.0 * (encoder(cfg.hidden_size, cfg.intermediate_size) + mlm_head(cfg.hidden_size))
+    gen_hidden = round(cfg.hidden_size * cfg.generator_fraction)
+    gen_inter = max(1, round(cfg.intermediate_size * cfg.generator_fraction))
+    generator = encoder(gen_hidden, gen_inter) + mlm_head(gen_hidden)
+    discriminator = encoder(cfg.hidden_size, cfg.intermediate_size) + 2 * cfg.hidden_size * (cfg.hidden_size + 1)
+    return 3.0 * (generator + discriminator)
+
+
+def matmul_flops_per_s(device: torch.device, dtype: torch.dtype = torch.float32, n: int = 1024, repeats: int = 4) -> float:
+    """Measured dense matmul rate (FLOP/s) of this device and dtype: the MFU denominator."""
+    import time
+
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    a @ b
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return 2 * n**3 * repeats / (time.perf_counter() - start)
+
+
 @dataclass
 class PretrainOutput:
     """Losses (fp32 scalars) and the tensors the metrics need."""

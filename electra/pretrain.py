@@ -28,13 +28,13 @@ import torch
 
 from electra.config import PretrainConfig
 from electra.files import atomic_dir, atomic_open, read_json, sha256_tree, write_json
-from electra.model import ElectraPretrainer
+from electra.model import ElectraPretrainer, matmul_flops_per_s, training_flops_per_token
 from electra.tokenize import PackedDataset
 from electra.tracking import MetricLogger, NullLogger
 
 # Fields that change how the run is observed, not what it computes: a checkpoint
 # written under other values of these can still be resumed.
-_RESUME_NEUTRAL = {"input_dir", "output_dir", "log_every", "checkpoint_every", "keep_checkpoints", "eval_batches", "device"}
+_RESUME_NEUTRAL = {"input_dir", "output_dir", "compile", "log_every", "checkpoint_every", "keep_checkpoints", "eval_batches", "device"}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -279,7 +279,13 @@ def pretrain(cfg: PretrainConfig, logger: MetricLogger | None = None, progress: 
         generator_weight=cfg.generator_weight, discriminator_weight=cfg.discriminator_weight,
     ).to(device)
     model.train()
+    # The compiled module shares parameters with ``model``; checkpoints and exports use ``model``.
+    step_model = torch.compile(model) if cfg.compile else model
     optimizer = build_optimizer(model, cfg, device)
+    flops_per_token = training_flops_per_token(
+        cfg.model, train_set.max_seq_length, len(tokenizer), cfg.mask_prob, cfg.objective
+    )
+    peak_flops = matmul_flops_per_s(device, autocast_dtype or torch.float32)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(cfg.warmup_steps, cfg.max_steps))
     mask_rng = torch.Generator(device=device).manual_seed(cfg.seed)
 
@@ -333,7 +339,7 @@ def pretrain(cfg: PretrainConfig, logger: MetricLogger | None = None, progress: 
                 idx = batch_indices(step, micro, cfg.batch_size, cfg.grad_accum_steps, len(train_set), cfg.seed)
                 batch = make_batch(train_set, idx, pad_id, device)
                 with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-                    out = model(**batch, generator=mask_rng)
+                    out = step_model(**batch, generator=mask_rng)
                 (out.loss / cfg.grad_accum_steps).backward()
                 window_rows.append(_metrics_from(out, int(batch["attention_mask"].sum())))
                 window_tokens += int(batch["attention_mask"].sum())
@@ -346,8 +352,12 @@ def pretrain(cfg: PretrainConfig, logger: MetricLogger | None = None, progress: 
             bar.update(1)
             if step % cfg.log_every == 0 or step == cfg.max_steps:
                 elapsed = max(1e-9, time.time() - window_start)
+                tokens_per_s = window_tokens / elapsed
                 row = {"step": step, **_average(window_rows), "lr": scheduler.get_last_lr()[0],
-                       "grad_norm": float(grad_norm), "tokens_per_s": window_tokens / elapsed}
+                       "grad_norm": float(grad_norm), "tokens_per_s": tokens_per_s,
+                       # Model FLOPs utilisation against this device's measured matmul rate;
+                       # padding tokens are not counted as work.
+                       "mfu": tokens_per_s * flops_per_token / peak_flops}
                 history.append(row)
                 logger.log_metrics({f"train/{k}": v for k, v in row.items() if k != "step"}, step=step)
                 bar.set_postfix(loss=f"{row['loss']:.3f}")
@@ -405,6 +415,8 @@ def pretrain(cfg: PretrainConfig, logger: MetricLogger | None = None, progress: 
         "resumed_from": resumed_from,
         "train_seconds": round(train_seconds, 3),
         "precision": str(autocast_dtype).replace("torch.", "") if autocast_dtype else "fp32",
+        "flops_per_token": flops_per_token,
+        "matmul_flops_per_s": peak_flops,
         "device": str(device),
         "tokenize_hash": summary.get("content_hash"),
         "final": metrics,

@@ -117,7 +117,10 @@ def stage_run(stage: str, params: Params, extra_tags: Mapping[str, str] | None =
     if parent:
         tags["mlflow.parentRunId"] = parent
     tags.update(extra_tags or {})
-    with mlflow.start_run(run_name=stage, experiment_id=experiment_id, tags=tags) as run:
+    # CPU/GPU/memory utilisation sampled alongside the long-running training stage.
+    system_metrics = stage == "pretrain"
+    with mlflow.start_run(run_name=stage, experiment_id=experiment_id, tags=tags,
+                          log_system_metrics=system_metrics) as run:
         section = getattr(params, stage).model_dump(mode="json")
         flat = {k: ("" if v is None else v) for k, v in flatten(stage, section).items()}
         # MLflow caps a param value at 6000 characters; long lists are summarised.

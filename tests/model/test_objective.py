@@ -201,3 +201,23 @@ def test_mask_token_prob_extremes(prob):
         assert (masked_ids[is_masked] == MASK).all()
     else:
         assert torch.equal(masked_ids, ids)
+
+
+def test_training_flops_match_the_models_matmul_weights():
+    """The MFU numerator counts 2 FLOPs per matmul weight per token (x3 for training)."""
+    from electra.model import training_flops_per_token
+
+    cfg = ModelConfig(hidden_size=64, num_layers=3, num_heads=4, intermediate_size=256, embedding_size=32)
+    model = ElectraPretrainer(cfg, VOCAB, PAD, MASK, [PAD, UNK, CLS, SEP, MASK])
+    seq_len, mask_prob = 16, 0.15
+
+    def linear_weights(module) -> int:
+        return sum(m.weight.numel() for m in module.modules() if isinstance(m, torch.nn.Linear))
+
+    gen, disc = model.generator, model.discriminator
+    head = gen.generator_predictions.dense.weight.numel() + gen.generator_lm_head.weight.numel()
+    per_token = (2 * linear_weights(gen.electra) + 2 * linear_weights(disc.electra)
+                 + 2 * linear_weights(disc.discriminator_predictions) + mask_prob * 2 * head
+                 + 4 * seq_len * (gen.config.hidden_size + disc.config.hidden_size) * cfg.num_layers)
+    expected = 3 * per_token
+    assert training_flops_per_token(cfg, seq_len, VOCAB, mask_prob) == pytest.approx(expected, rel=1e-3)

@@ -24,7 +24,7 @@ def test_pretrain_writes_models_metrics_and_history(pretrained_micro):
         assert np.isfinite(metrics["validation"][key])
     rows = list(csv.DictReader(open(out / "history.csv")))
     assert [int(r["step"]) for r in rows] == list(range(2, 13, 2))
-    assert {"discriminator_precision", "discriminator_recall", "generator_accuracy", "lr", "tokens_per_s"} <= set(rows[0])
+    assert {"discriminator_precision", "discriminator_recall", "generator_accuracy", "lr", "tokens_per_s", "mfu", "grad_norm"} <= set(rows[0])
     assert len(list((out / "checkpoints").glob("step-*"))) <= 2
 
 
