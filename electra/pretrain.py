@@ -390,6 +390,7 @@ def pretrain(cfg: PretrainConfig, logger: MetricLogger | None = None, progress: 
             module.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
         hashes[name] = sha256_tree(out_dir / name)
+        logger.log_artifacts(str(out_dir / name), name)
 
     with atomic_open(out_dir / "history.csv", "w", newline="", encoding="utf-8") as handle:
         fields = sorted({k for row in history for k in row}, key=lambda k: (k != "step", k))

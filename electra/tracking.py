@@ -80,11 +80,16 @@ class MetricLogger(Protocol):
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None: ...
 
+    def log_artifacts(self, local_dir: str, artifact_path: str) -> None: ...
+
 
 class NullLogger:
     """A logger that drops everything (library calls made outside any tracking)."""
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        return None
+
+    def log_artifacts(self, local_dir: str, artifact_path: str) -> None:
         return None
 
 
@@ -95,6 +100,11 @@ class MlflowLogger:
         import mlflow
 
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+    def log_artifacts(self, local_dir: str, artifact_path: str) -> None:
+        import mlflow
+
+        mlflow.log_artifacts(local_dir, artifact_path=artifact_path)
 
 
 @contextlib.contextmanager

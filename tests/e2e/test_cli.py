@@ -54,7 +54,9 @@ def test_micro_pipeline_through_the_cli_registers_a_discriminator(tmp_path, mlfl
     stage_run = client.get_run(results["pretrain"]["mlflow_run_id"])
     assert stage_run.info.run_name == "pretrain"
     assert stage_run.data.tags["mlflow.parentRunId"] == results["pipeline"]["mlflow_run_id"]
-    assert "train/loss" in stage_run.data.metrics
+    assert "train/loss" in stage_run.data.metrics and "train/mfu" in stage_run.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(stage_run.info.run_id)}
+    assert {"discriminator", "generator"} <= artifacts
     evaluate_run = client.get_run(results["evaluate"]["mlflow_run_id"])
     assert "glue.sst2.accuracy" in evaluate_run.data.metrics
 
