@@ -75,7 +75,7 @@ def mask_tokens(
     mask_token_id: int,
     mask_prob: float = 0.15,
     mask_token_prob: float = 0.85,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | list[torch.Generator] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Choose positions to predict and hide most of them behind [MASK].
 
@@ -89,21 +89,36 @@ def mask_tokens(
 
     A fixed number of positions per sequence (round(mask_prob x maskable), at least 1)
     is chosen uniformly among the maskable ones, as ELECTRA's implementation does.
+    ``generator`` may be one generator for the batch or one per row; per-row
+    generators make each example's masking independent of which process or batch
+    it lands in (data-parallel runs match a single process).
     """
     maskable = ~special_mask                                            # [B, L]
     n_maskable = maskable.sum(dim=1)                                    # [B]
     n_mask = torch.clamp(torch.round(n_maskable.float() * mask_prob).long(), min=1)
     n_mask = torch.minimum(n_mask, n_maskable)                          # [B]
-    scores = torch.rand(input_ids.shape, generator=generator, device=input_ids.device)
+    scores, show_noise = _uniform_pair(input_ids.shape, generator, input_ids.device)  # [B, L] each
     scores = scores.masked_fill(~maskable, 2.0)                         # never chosen: sort last
     ranks = scores.argsort(dim=1).argsort(dim=1)                        # [B, L] rank of each score
     is_masked = (ranks < n_mask[:, None]) & maskable                    # [B, L]
-    show_mask = torch.rand(input_ids.shape, generator=generator, device=input_ids.device) < mask_token_prob
+    show_mask = show_noise < mask_token_prob
     masked_ids = torch.where(is_masked & show_mask, torch.full_like(input_ids, mask_token_id), input_ids)
     return masked_ids, is_masked
 
 
-def gumbel_sample(logits: torch.Tensor, temperature: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
+def _uniform_pair(shape: torch.Size, generator, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two [B, L] uniform tensors, from one generator or row by row from per-row generators."""
+    if isinstance(generator, list):
+        rows = [torch.rand(2, shape[1], generator=g, device=device) for g in generator]
+        both = torch.stack(rows, dim=1)                                  # [2, B, L]
+        return both[0], both[1]
+    return (torch.rand(shape, generator=generator, device=device),
+            torch.rand(shape, generator=generator, device=device))
+
+
+def gumbel_sample(logits: torch.Tensor, temperature: float = 1.0,
+                  generator: torch.Generator | list[torch.Generator] | None = None,
+                  row_counts: list[int] | None = None) -> torch.Tensor:
     """Draw one token per row from softmax(logits / T) with the Gumbel-max trick, in fp32.
 
     Args:
@@ -111,13 +126,23 @@ def gumbel_sample(logits: torch.Tensor, temperature: float = 1.0, generator: tor
     Returns:
         [M] sampled token ids. No gradient: the sample is a discrete input to the
         discriminator, so nothing flows back into the generator through it.
+    With per-row generators, ``row_counts`` says how many of the M rows of ``logits``
+    belong to each example (row-major order, as boolean indexing yields them).
     """
     with torch.no_grad():
         logits = logits.detach().float()
         # Gumbel(0, 1) noise g = -log(-log(u)), u ~ U(0, 1), built in place: on CPU the
         # [M, V] noise tensor is the step's largest, and torch's uniform_ is ~4x faster
         # than its exponential_ (bench measured), so the two in-place logs are cheaper.
-        noise = torch.empty_like(logits).uniform_(torch.finfo(torch.float32).tiny, 1.0, generator=generator)
+        noise = torch.empty_like(logits)
+        tiny = torch.finfo(torch.float32).tiny
+        if isinstance(generator, list):
+            if row_counts is None or len(row_counts) != len(generator):
+                raise ValueError("per-row generators need row_counts, one count per generator")
+            for chunk, g in zip(noise.split(row_counts), generator):
+                chunk.uniform_(tiny, 1.0, generator=g)
+        else:
+            noise.uniform_(tiny, 1.0, generator=generator)
         noise.log_().neg_().log_().neg_()
         return (logits / temperature + noise).argmax(dim=-1)
 
@@ -174,6 +199,9 @@ class PretrainOutput:
     discriminator_loss: torch.Tensor
     generator_correct: torch.Tensor       # [] predicted-token hits at masked positions
     masked_count: torch.Tensor            # []
+    generator_loss_sum: torch.Tensor      # [] summed over masked positions (for global averaging)
+    discriminator_loss_sum: torch.Tensor  # [] summed over non-padding tokens
+    active_count: torch.Tensor            # []
     is_replaced: torch.Tensor | None      # [B, L] discriminator labels (1 = replaced)
     disc_predictions: torch.Tensor | None  # [B, L] discriminator says "replaced"
     active: torch.Tensor                  # [B, L] non-padding positions
@@ -239,7 +267,7 @@ class ElectraPretrainer(nn.Module):
         input_ids: torch.Tensor,
         token_type_ids: torch.Tensor,
         attention_mask: torch.Tensor,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
     ) -> PretrainOutput:
         """One objective evaluation on a batch of original token ids [B, L]."""
         # 1. Mask: choose ~15% of the real tokens; 85% of those show [MASK].
@@ -254,20 +282,26 @@ class ElectraPretrainer(nn.Module):
             masked_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
         ).last_hidden_state                                                 # [B, L, Hg]
         gen_logits = self.generator_logits_at(gen_hidden, is_masked)        # [M, V]
-        generator_loss = F.cross_entropy(gen_logits.float(), targets)
+        generator_loss_sum = F.cross_entropy(gen_logits.float(), targets, reduction="sum")
+        masked_count = torch.tensor(targets.numel(), device=input_ids.device)
+        generator_loss = generator_loss_sum / masked_count.clamp(min=1)
         generator_correct = (gen_logits.detach().argmax(-1) == targets).sum()
         active = attention_mask.bool()                                      # [B, L]
+        active_count = active.sum()
 
         if self.discriminator is None:  # objective == "mlm"
             return PretrainOutput(
                 loss=generator_loss, generator_loss=generator_loss,
                 discriminator_loss=torch.zeros((), device=input_ids.device),
-                generator_correct=generator_correct, masked_count=torch.tensor(targets.numel()),
+                generator_correct=generator_correct, masked_count=masked_count,
+                generator_loss_sum=generator_loss_sum,
+                discriminator_loss_sum=torch.zeros((), device=input_ids.device), active_count=active_count,
                 is_replaced=None, disc_predictions=None, active=active,
             )
 
         # 3. Sample replacements from the generator (Gumbel-max over fp32 logits, no grad).
-        sampled = gumbel_sample(gen_logits, self.temperature, generator)    # [M]
+        row_counts = is_masked.sum(dim=1).tolist() if isinstance(generator, list) else None
+        sampled = gumbel_sample(gen_logits, self.temperature, generator, row_counts)  # [M]
         corrupted = input_ids.clone()
         corrupted[is_masked] = sampled                                      # [B, L]
 
@@ -279,16 +313,18 @@ class ElectraPretrainer(nn.Module):
         disc_logits = self.discriminator(
             corrupted, attention_mask=attention_mask, token_type_ids=token_type_ids
         ).logits                                                            # [B, L]
-        discriminator_loss = F.binary_cross_entropy_with_logits(
-            disc_logits[active].float(), is_replaced[active].float()
+        discriminator_loss_sum = F.binary_cross_entropy_with_logits(
+            disc_logits[active].float(), is_replaced[active].float(), reduction="sum"
         )
+        discriminator_loss = discriminator_loss_sum / active_count.clamp(min=1)
 
         # 6. Total: lambda = 50 balances the (much smaller) discriminator loss (paper, Sec. 3.1).
         loss = self.generator_weight * generator_loss + self.discriminator_weight * discriminator_loss
         return PretrainOutput(
             loss=loss, generator_loss=generator_loss, discriminator_loss=discriminator_loss,
-            generator_correct=generator_correct, masked_count=torch.tensor(targets.numel()),
-            is_replaced=is_replaced, disc_predictions=(disc_logits.detach() > 0) & active, active=active,
+            generator_correct=generator_correct, masked_count=masked_count,
+            generator_loss_sum=generator_loss_sum, discriminator_loss_sum=discriminator_loss_sum,
+            active_count=active_count, is_replaced=is_replaced, disc_predictions=(disc_logits.detach() > 0) & active, active=active,
         )
 
     def discriminator_for_export(self) -> ElectraForPreTraining:

@@ -16,11 +16,14 @@ step, so the resumed run sees exactly what the uninterrupted one would.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import os
 import shutil
 import signal
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +67,47 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     return torch.bfloat16 if cpu_has_bf16() else None
 
 
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place in a torchrun launch (world 1 when launched plainly)."""
+
+    world: int = 1
+    rank: int = 0
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_name: str) -> Distributed:
+    """Join the process group that torchrun describes in the environment (nccl on GPU, gloo on CPU)."""
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Distributed()
+    ctx = Distributed(world, int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")))
+    use_cuda = torch.cuda.is_available() and device_name != "cpu"
+    if use_cuda:
+        torch.cuda.set_device(ctx.local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return ctx
+
+
+def row_generators(step: int, micro: int, batch_size: int, accum_steps: int, seed: int,
+                   rows: range, device: torch.device) -> list[torch.Generator]:
+    """One generator per example, seeded by its position in the data stream.
+
+    Masking and replacement sampling then depend on the example alone, not on the
+    process or micro-batch it lands in: N data-parallel ranks reproduce a single
+    process, and a resumed run reproduces the uninterrupted one.
+    """
+    first = (step * accum_steps + micro) * batch_size
+    return [torch.Generator(device=device).manual_seed((seed * 1_000_003 + first + i) % (2**63 - 1)) for i in rows]
+
+
 def _resume_key(cfg: PretrainConfig, data_hash: str | None) -> dict:
     """What a checkpoint must share with this run to be resumed: the config and the data."""
     key = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in _RESUME_NEUTRAL}
@@ -100,14 +144,18 @@ def _permutation(epoch: int, n: int, seed: int) -> np.ndarray:
 
 
 def make_batch(dataset: PackedDataset, indices: np.ndarray, pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
-    """Load rows, cut the padding columns no row uses, and move them to the device."""
-    ids, types = dataset.get(np.sort(indices))
-    attention = ids != pad_id
-    width = int(attention.sum(axis=1).max())
+    """Load rows (in stream order) at the full packed length and move them to the device.
+
+    The padding columns are kept: per-row random draws are sized by the row length,
+    so a width that depended on the other rows in the batch would change an
+    example's masking with its batch mates (and break data-parallel equivalence).
+    Packed examples are nearly all full-length, so trimming would rarely save work.
+    """
+    ids, types = dataset.get(indices)
     batch = {
-        "input_ids": torch.from_numpy(ids[:, :width]),
-        "token_type_ids": torch.from_numpy(types[:, :width]),
-        "attention_mask": torch.from_numpy(attention[:, :width].astype(np.int64)),
+        "input_ids": torch.from_numpy(ids),
+        "token_type_ids": torch.from_numpy(types),
+        "attention_mask": torch.from_numpy((ids != pad_id).astype(np.int64)),
     }
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
@@ -241,6 +289,42 @@ def validate(model: ElectraPretrainer, dataset: PackedDataset, cfg: PretrainConf
     return _average(rows)
 
 
+def _global_mean_loss(out, cfg: PretrainConfig, ctx: Distributed) -> torch.Tensor:
+    """The loss as one process would compute it over the global batch.
+
+    Each rank holds a slice; its sums are divided by the global token counts and
+    scaled by the world size, because DDP averages gradients over ranks.
+    """
+    import torch.distributed as dist
+
+    counts = torch.stack([out.masked_count, out.active_count]).to(out.generator_loss_sum.device, torch.float32)
+    dist.all_reduce(counts)
+    generator = out.generator_loss_sum / counts[0].clamp(min=1)
+    if out.is_replaced is None:  # objective "mlm": the masked-LM loss alone
+        return ctx.world * generator
+    discriminator = out.discriminator_loss_sum / counts[1].clamp(min=1)
+    return ctx.world * (cfg.generator_weight * generator + cfg.discriminator_weight * discriminator)
+
+
+def _any_rank(flag: bool, ctx: Distributed) -> bool:
+    if ctx.world == 1:
+        return flag
+    import torch.distributed as dist
+
+    value = torch.tensor([1.0 if flag else 0.0])
+    if dist.get_backend() == "nccl":
+        value = value.cuda()
+    dist.all_reduce(value)
+    return bool(value.item() > 0)
+
+
+def _barrier(ctx: Distributed) -> None:
+    if ctx.world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
 class _StopRequested(Exception):
     pass
 
@@ -267,7 +351,17 @@ def pretrain(cfg: PretrainConfig, logger: MetricLogger | None = None, progress: 
             f"{input_dir}: examples are {train_set.max_seq_length} tokens long but "
             f"pretrain.model.max_position_embeddings is {cfg.model.max_position_embeddings}"
         )
+    ctx = init_distributed(cfg.device)
     device = resolve_device(cfg.device)
+    if ctx.world > 1:
+        if cfg.batch_size % ctx.world:
+            raise ValueError(f"pretrain.batch_size ({cfg.batch_size}) must divide evenly over {ctx.world} processes")
+        if device.type == "cuda":
+            device = torch.device("cuda", ctx.local_rank)
+    if not ctx.is_main:
+        logger = NullLogger()  # rank 0 logs, checkpoints and exports
+    per_rank = cfg.batch_size // ctx.world
+    my_rows = range(ctx.rank * per_rank, (ctx.rank + 1) * per_rank)
     autocast_dtype = resolve_precision(cfg.precision, device)
     pad_id = tokenizer.pad_token_id
 
@@ -279,15 +373,20 @@ def pretrain(cfg: PretrainConfig, logger: MetricLogger | None = None, progress: 
         generator_weight=cfg.generator_weight, discriminator_weight=cfg.discriminator_weight,
     ).to(device)
     model.train()
-    # The compiled module shares parameters with ``model``; checkpoints and exports use ``model``.
-    step_model = torch.compile(model) if cfg.compile else model
+    # The wrapped modules share parameters with ``model``; checkpoints and exports use ``model``.
+    step_model = model
+    if ctx.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        step_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        step_model = torch.compile(step_model)
     optimizer = build_optimizer(model, cfg, device)
     flops_per_token = training_flops_per_token(
         cfg.model, train_set.max_seq_length, len(tokenizer), cfg.mask_prob, cfg.objective
     )
     peak_flops = matmul_flops_per_s(device, autocast_dtype or torch.float32)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(cfg.warmup_steps, cfg.max_steps))
-    mask_rng = torch.Generator(device=device).manual_seed(cfg.seed)
 
     checkpointer = _Checkpointer(out_dir / "checkpoints", cfg.keep_checkpoints)
     start_step, history, resumed_from = 0, [], None
@@ -297,14 +396,16 @@ def pretrain(cfg: PretrainConfig, logger: MetricLogger | None = None, progress: 
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"].cpu())
-        mask_rng.set_state(state["mask_rng"].cpu() if device.type == "cpu" else state["mask_rng"])
         if device.type == "cuda" and "cuda_rng" in state:
             torch.cuda.set_rng_state(state["cuda_rng"].cpu())
         start_step, history, resumed_from = int(state["step"]), list(state["history"]), str(candidate)
-    else:
+    elif ctx.is_main:
         # Checkpoints of another configuration would be resumed by mistake later
         # (or outrank ours in rotation): a fresh start removes them.
         checkpointer.clear()
+    # Dropout draws from the global RNG: give each rank its own stream.
+    if candidate is None:
+        torch.manual_seed(cfg.seed + ctx.rank)
 
     stop = threading.Event()
     previous_handler = None
@@ -319,7 +420,6 @@ def pretrain(cfg: PretrainConfig, logger: MetricLogger | None = None, progress: 
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(),
-            "mask_rng": mask_rng.get_state(),
             "history": history,
             "resume_key": repr(_resume_key(cfg, summary.get("content_hash"))),
         }
@@ -337,12 +437,17 @@ def pretrain(cfg: PretrainConfig, logger: MetricLogger | None = None, progress: 
             optimizer.zero_grad(set_to_none=True)
             for micro in range(cfg.grad_accum_steps):
                 idx = batch_indices(step, micro, cfg.batch_size, cfg.grad_accum_steps, len(train_set), cfg.seed)
-                batch = make_batch(train_set, idx, pad_id, device)
-                with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-                    out = step_model(**batch, generator=mask_rng)
-                (out.loss / cfg.grad_accum_steps).backward()
+                batch = make_batch(train_set, idx[my_rows.start:my_rows.stop], pad_id, device)
+                generators = row_generators(step, micro, cfg.batch_size, cfg.grad_accum_steps, cfg.seed, my_rows, device)
+                last_micro = micro == cfg.grad_accum_steps - 1
+                sync = contextlib.nullcontext() if ctx.world == 1 or last_micro else step_model.no_sync()
+                with sync:
+                    with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+                        out = step_model(**batch, generator=generators)
+                    loss = _global_mean_loss(out, cfg, ctx) if ctx.world > 1 else out.loss
+                    (loss / cfg.grad_accum_steps).backward()
                 window_rows.append(_metrics_from(out, int(batch["attention_mask"].sum())))
-                window_tokens += int(batch["attention_mask"].sum())
+                window_tokens += int(batch["attention_mask"].sum()) * ctx.world
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             if not torch.isfinite(out.loss):
                 raise FloatingPointError(f"pretrain: non-finite loss {out.loss.item()} at step {step}")
@@ -362,9 +467,12 @@ def pretrain(cfg: PretrainConfig, logger: MetricLogger | None = None, progress: 
                 logger.log_metrics({f"train/{k}": v for k, v in row.items() if k != "step"}, step=step)
                 bar.set_postfix(loss=f"{row['loss']:.3f}")
                 window_rows, window_tokens, window_start = [], 0, time.time()
-            if step % cfg.checkpoint_every == 0 or stop.is_set():
-                checkpointer.save(step, model, trainer_state(step))
-                if stop.is_set():
+            stopping = _any_rank(stop.is_set(), ctx)
+            if step % cfg.checkpoint_every == 0 or stopping:
+                if ctx.is_main:
+                    checkpointer.save(step, model, trainer_state(step))
+                _barrier(ctx)
+                if stopping:
                     raise _StopRequested()
         bar.close()
     except _StopRequested:
@@ -373,9 +481,12 @@ def pretrain(cfg: PretrainConfig, logger: MetricLogger | None = None, progress: 
         if previous_handler is not None:
             signal.signal(signal.SIGTERM, previous_handler)
 
-    if not checkpointer.list() or int(checkpointer.list()[-1].name.split("-")[1]) != step:
+    if ctx.is_main and (not checkpointer.list() or int(checkpointer.list()[-1].name.split("-")[1]) != step):
         checkpointer.save(step, model, trainer_state(step))
     train_seconds = time.time() - started
+    _barrier(ctx)
+    if not ctx.is_main:
+        return {"output_dir": str(out_dir), "rank": ctx.rank, "steps": step}
 
     validation = validate(model, valid_set, cfg, pad_id, device, autocast_dtype) if valid_set else {}
     if validation:
@@ -419,6 +530,7 @@ def pretrain(cfg: PretrainConfig, logger: MetricLogger | None = None, progress: 
         "flops_per_token": flops_per_token,
         "matmul_flops_per_s": peak_flops,
         "device": str(device),
+        "world_size": ctx.world,
         "tokenize_hash": summary.get("content_hash"),
         "final": metrics,
     }

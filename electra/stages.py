@@ -18,7 +18,15 @@ from typing import Any
 
 from electra.config import STAGES, Params
 from electra.files import write_json
-from electra.tracking import PARENT_RUN_ENV, MetricLogger, MlflowLogger, configure, flatten, stage_run
+from electra.tracking import (
+    PARENT_RUN_ENV,
+    MetricLogger,
+    MlflowLogger,
+    NullLogger,
+    configure,
+    flatten,
+    stage_run,
+)
 
 
 def _ingest(params: Params, logger: MetricLogger, progress: bool) -> dict:
@@ -82,6 +90,9 @@ def run_stage(stage: str, params: Params, progress: bool = True) -> dict:
     """Run one stage inside its MLflow run; return the stage's result plus the run id."""
     if stage not in STAGE_FUNCTIONS:
         raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
+    if int(os.environ.get("RANK", "0")) > 0:
+        # A non-zero torchrun rank does its share of the work; rank 0 tracks and records it.
+        return STAGE_FUNCTIONS[stage](params, NullLogger(), False)
     started = time.time()
     with stage_run(stage, params) as run:
         import mlflow

@@ -110,7 +110,7 @@ def test_label_polarity_replaced_is_one_and_correct_samples_are_original(monkeyp
     ids = b["input_ids"]
     captured = {}
 
-    def fake_sample(logits, temperature, generator=None):
+    def fake_sample(logits, temperature, generator=None, row_counts=None):
         # Odd-numbered masked positions get the true token back, even ones a wrong token.
         targets = captured["targets"]
         wrong = (targets + 1) % VOCAB
@@ -221,3 +221,23 @@ def test_training_flops_match_the_models_matmul_weights():
                  + 4 * seq_len * (gen.config.hidden_size + disc.config.hidden_size) * cfg.num_layers)
     expected = 3 * per_token
     assert training_flops_per_token(cfg, seq_len, VOCAB, mask_prob) == pytest.approx(expected, rel=1e-3)
+
+
+def test_per_row_generators_make_each_example_independent_of_its_batch():
+    """Masking and sampling of an example depend on its own seed only (data parallelism relies on it)."""
+    model = tiny_model()
+    model.eval()
+    b = batch(b=6)
+    seeds = [11, 12, 13, 14, 15, 16]
+
+    def gens(ss):
+        return [torch.Generator().manual_seed(s) for s in ss]
+
+    with torch.no_grad():
+        whole = model(**b, generator=gens(seeds))
+        halves = [model(**{k: v[i:i + 3] for k, v in b.items()}, generator=gens(seeds[i:i + 3])) for i in (0, 3)]
+    assert torch.equal(whole.is_replaced, torch.cat([h.is_replaced for h in halves]))
+    total = sum(h.generator_loss_sum for h in halves)
+    assert torch.allclose(whole.generator_loss_sum, total, rtol=1e-5)
+    assert torch.allclose(whole.discriminator_loss_sum, sum(h.discriminator_loss_sum for h in halves), rtol=1e-5)
+    assert whole.masked_count == sum(h.masked_count for h in halves)
