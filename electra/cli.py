@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from electra.config import STAGES, ConfigError, Params, load_params
+from electra.config import STAGES, ConfigError, Params, load_params, load_resolved
 
 app = typer.Typer(
     add_completion=False,
@@ -26,6 +26,7 @@ ProfileOpt = Annotated[str | None, typer.Option("--profile", "-p", help="Profile
 SetOpt = Annotated[list[str] | None, typer.Option("--set", "-S", help="Override a param, e.g. -S pretrain.lr=3e-4 (repeatable).")]
 ParamsOpt = Annotated[str, typer.Option("--params", help="The params file.")]
 ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bars on long loops.")]
+ResolvedOpt = Annotated[str | None, typer.Option("--resolved", help="A resolved params snapshot (no profile, no overrides).")]
 
 
 def _defaults_for_embedded_services() -> None:
@@ -42,11 +43,19 @@ def _load(params_file: str, profile: str | None, overrides: list[str] | None) ->
         raise typer.Exit(code=2) from None
 
 
-def _run_one(stage: str, params_file: str, profile: str | None, overrides: list[str] | None, progress: bool) -> None:
+def _run_one(stage: str, params_file: str, profile: str | None, overrides: list[str] | None, progress: bool,
+             resolved: str | None = None) -> None:
     from electra.stages import run_stage
 
     _defaults_for_embedded_services()
-    params = _load(params_file, profile, overrides)
+    if resolved:
+        try:
+            params = load_resolved(resolved)
+        except ConfigError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(code=2) from None
+    else:
+        params = _load(params_file, profile, overrides)
     try:
         # stdout carries the JSON result only; libraries' chatter goes to stderr.
         with contextlib.redirect_stdout(sys.stderr):
@@ -63,8 +72,9 @@ def _make_stage_command(stage: str, doc: str):
         set_: SetOpt = None,
         params: ParamsOpt = "params.yaml",
         progress: ProgressOpt = True,
+        resolved: ResolvedOpt = None,
     ) -> None:
-        _run_one(stage, params, profile, set_, progress)
+        _run_one(stage, params, profile, set_, progress, resolved)
 
     command.__doc__ = doc
     command.__name__ = stage

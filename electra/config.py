@@ -123,6 +123,9 @@ class PretrainConfig(_Frozen):
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     compile: bool = False
     device: str = "auto"
+    # Processes (GPUs) per node for data-parallel training: > 1 makes the Prefect task
+    # launch the stage under torchrun (the CLI door is launched by torchrun directly).
+    nproc_per_node: int = Field(default=1, ge=1)
     log_every: int = Field(default=10, ge=1)
     eval_batches: int = Field(default=4, ge=0)
     checkpoint_every: int = Field(default=100, ge=1)
@@ -286,6 +289,24 @@ def _format_validation_error(exc: ValidationError, source: str) -> str:
         loc = ".".join(str(p) for p in err["loc"]) or "<root>"
         lines.append(f"  {loc}: {err['msg']}")
     return "\n".join(lines)
+
+
+def load_resolved(path: str | Path) -> Params:
+    """Load a fully resolved params file (``Params`` as YAML, no profile overlay)."""
+    p = Path(path)
+    try:
+        return Params.model_validate(_read_yaml(p))
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, str(p))) from None
+
+
+def write_resolved(params: Params, path: str | Path) -> Path:
+    """Write ``params`` as a resolved YAML snapshot (what another process can load exactly)."""
+    from electra.files import atomic_open
+
+    with atomic_open(path, "w", encoding="utf-8") as handle:
+        yaml.safe_dump(params.model_dump(mode="json"), handle, sort_keys=False)
+    return Path(path)
 
 
 def load_params(

@@ -37,7 +37,7 @@ from electra.tracking import MetricLogger, NullLogger
 
 # Fields that change how the run is observed, not what it computes: a checkpoint
 # written under other values of these can still be resumed.
-_RESUME_NEUTRAL = {"input_dir", "output_dir", "compile", "log_every", "checkpoint_every", "keep_checkpoints", "eval_batches", "device"}
+_RESUME_NEUTRAL = {"input_dir", "output_dir", "compile", "nproc_per_node", "log_every", "checkpoint_every", "keep_checkpoints", "eval_batches", "device"}
 
 
 def resolve_device(name: str) -> torch.device:

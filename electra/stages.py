@@ -90,6 +90,9 @@ def run_stage(stage: str, params: Params, progress: bool = True) -> dict:
     """Run one stage inside its MLflow run; return the stage's result plus the run id."""
     if stage not in STAGE_FUNCTIONS:
         raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
+    if stage == "pretrain" and params.pretrain.nproc_per_node > 1 and "WORLD_SIZE" not in os.environ:
+        # Every door (CLI, DVC, Prefect) gets data parallelism the same way: relaunch under torchrun.
+        return run_pretrain_distributed(params)
     if int(os.environ.get("RANK", "0")) > 0:
         # A non-zero torchrun rank does its share of the work; rank 0 tracks and records it.
         return STAGE_FUNCTIONS[stage](params, NullLogger(), False)
@@ -136,6 +139,39 @@ def pipeline_run(params: Params, name: str = "pipeline") -> Iterator[str]:
             os.environ.pop(PARENT_RUN_ENV, None)
         else:
             os.environ[PARENT_RUN_ENV] = previous
+
+
+def torchrun_command(params: Params, resolved_path: str | Path) -> list[str]:
+    """The command that runs the pretrain stage under torchrun on this node."""
+    import sys
+
+    return [
+        sys.executable, "-m", "torch.distributed.run", "--standalone",
+        f"--nproc_per_node={params.pretrain.nproc_per_node}",
+        "-m", "electra.cli", "pretrain", "--no-progress", "--resolved", str(resolved_path),
+    ]
+
+
+def run_pretrain_distributed(params: Params) -> dict:
+    """Run ``pretrain`` in ``nproc_per_node`` processes with torchrun; return rank 0's result.
+
+    The effective params are written as a resolved snapshot so that every rank
+    sees exactly this configuration; rank 0 opens the MLflow run and writes run.json.
+    """
+    import subprocess
+    import sys
+
+    from electra.config import write_resolved
+    from electra.files import read_json
+
+    out = Path(params.pretrain.output_dir)
+    snapshot = write_resolved(params, out.parent / f".{out.name}.params.yaml")
+    # The ranks' own output goes to stderr: stdout belongs to the caller's result.
+    proc = subprocess.run(torchrun_command(params, snapshot), check=False, stdout=sys.stderr)
+    if proc.returncode != 0:
+        raise RuntimeError(f"pretrain under torchrun exited with {proc.returncode}")
+    result = read_json(out / "result.json")
+    return {**result, **read_json(out / "run.json")}
 
 
 def run_pipeline(params: Params, stages: list[str] | None = None, progress: bool = True,

@@ -37,11 +37,13 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(pretrai
     single = subprocess.run(_pretrain_cmd(tmp_path / "single", [sys.executable]), cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=600)
     assert single.returncode == 0, single.stderr[-3000:]
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    ddp = subprocess.run(_pretrain_cmd(tmp_path / "ddp", torchrun), cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=600)
+    # nproc_per_node=2: the stage relaunches itself under torchrun (2 ranks, gloo).
+    ddp = subprocess.run(_pretrain_cmd(tmp_path / "ddp", [sys.executable]) + ["-S", "pretrain.nproc_per_node=2"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
 
+    assert json.loads(ddp.stdout)["world_size"] == 2
+    assert (tmp_path / "ddp/outputs/pretrain/run.json").exists()
     results = {n: json.loads((tmp_path / n / "outputs/pretrain/result.json").read_text()) for n in ("single", "ddp")}
     assert results["single"]["world_size"] == 1 and results["ddp"]["world_size"] == 2
     weights = {n: load_file(tmp_path / n / "outputs/pretrain/discriminator/model.safetensors") for n in ("single", "ddp")}
@@ -50,3 +52,21 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(pretrai
         assert torch.allclose(value, weights["ddp"][key], atol=1e-6, rtol=1e-5), key
     history = {n: (tmp_path / n / "outputs/pretrain/history.csv").read_text().splitlines() for n in ("single", "ddp")}
     assert len(history["single"]) == len(history["ddp"]) == 4  # header + 3 steps
+
+
+def test_nproc_per_node_relaunches_pretrain_under_torchrun(tmp_path):
+    from electra.stages import torchrun_command
+    from tests.conftest import micro_params
+
+    params = micro_params(tmp_path, "pretrain.nproc_per_node=4")
+    cmd = torchrun_command(params, tmp_path / "snapshot.yaml")
+    assert cmd[1:4] == ["-m", "torch.distributed.run", "--standalone"]
+    assert "--nproc_per_node=4" in cmd and cmd[-2:] == ["--resolved", str(tmp_path / "snapshot.yaml")]
+
+
+def test_resolved_snapshot_round_trips(tmp_path):
+    from electra.config import load_resolved, write_resolved
+    from tests.conftest import micro_params
+
+    params = micro_params(tmp_path, "pretrain.lr=1e-3")
+    assert load_resolved(write_resolved(params, tmp_path / "p.yaml")) == params
