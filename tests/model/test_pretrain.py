@@ -113,3 +113,19 @@ def test_discriminator_learns_to_detect_replacements(pretrained_micro, tmp_path)
     assert float(last["loss"]) < float(first["loss"])
     assert float(last["discriminator_recall"]) > 0.0
     assert result["final"]["validation"]["discriminator_recall"] > 0.0
+
+
+def test_bf16_autocast_follows_the_fp32_loss_curve(pretrained_micro, tmp_path):
+    """Mixed precision (bf16 matmuls, fp32 sampling and losses) tracks the fp32 run."""
+    curves = {}
+    for precision in ("fp32", "bf16"):
+        root = tmp_path / precision
+        shutil.copytree(pretrained_micro / "outputs" / "tokenize", root / "outputs" / "tokenize")
+        params = micro_params(root, f"pretrain.precision={precision}", "pretrain.device=cpu", "pretrain.max_steps=20",
+                              "pretrain.log_every=5", "pretrain.checkpoint_every=100", "pretrain.lr=2e-3")
+        result = pretrain(params.pretrain, progress=False)
+        assert result["precision"] == ("fp32" if precision == "fp32" else "bfloat16")
+        curves[precision] = [float(r["loss"]) for r in csv.DictReader(open(root / "outputs/pretrain/history.csv"))]
+    assert len(curves["fp32"]) == len(curves["bf16"]) == 4
+    for a, b in zip(curves["fp32"], curves["bf16"]):
+        assert b == pytest.approx(a, rel=0.05)
