@@ -124,7 +124,7 @@ def run_variant(args) -> dict:
     import torch
 
     from electra.model import ElectraPretrainer
-    from electra.pretrain import resolve_device, resolve_precision
+    from electra.runtime import resolve_device, resolve_precision
 
     torch.manual_seed(0)
     device = resolve_device(args.device)

@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from electra.runtime import resolve_device
+
 CROWS_COLUMNS = ("sent_more", "sent_less", "stereo_antistereo", "bias_type")
 EEC_COLUMNS = ("Sentence", "Template", "Person", "Gender", "Race", "Emotion", "Emotion word")
 
@@ -58,12 +60,6 @@ def _read_csv(path: str | Path, required: Sequence[str]) -> list[dict[str, str]]
     if not rows:
         raise ValueError(f"{p}: no data rows")
     return rows
-
-
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def _max_length(model: Any, tokenizer: Any) -> int:
@@ -258,7 +254,7 @@ def crows_pairs(generator_dir: str | Path, csv_path: str | Path, max_pairs: int 
             raise ValueError(f"{csv_path}: line {line}: stereo_antistereo is "
                              f"{row['stereo_antistereo']!r}, expected 'stereo' or 'antistereo'")
 
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     model, tokenizer = _load_masked_lm(generator_dir, dev)
     if tokenizer.mask_token_id is None:
         raise ValueError(f"{generator_dir}: tokenizer has no mask token; CrowS-Pairs needs a masked LM")
@@ -489,7 +485,7 @@ def eec(model_dir: str | Path, csv_path: str | Path, max_sentences: int | None =
         groups = _subsample_groups(rows, groups, max_sentences)
     kept = sorted(i for idx in groups.values() for i in idx)
 
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     model, tokenizer = _load_classifier(model_dir, dev)
     num_labels = getattr(getattr(model, "config", None), "num_labels", 2)
     if num_labels != 2:

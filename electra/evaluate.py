@@ -136,7 +136,7 @@ def evaluate(
     (``glue.sst2.accuracy``, ``bias.eec.gender...``) to ``logger``. With
     ``bias=False`` the ``bias`` section is left out. Returns the metrics dict.
     """
-    from electra.finetune import resolve_device
+    from electra.runtime import resolve_device
 
     logger = logger or NullLogger()
     for task in tasks:

@@ -28,6 +28,7 @@ import torch
 from electra.config import FinetuneConfig
 from electra.files import atomic_dir, write_json
 from electra.glue import Example, TaskSpec, get_task, read_task, task_file
+from electra.runtime import linear_warmup_decay, resolve_device
 from electra.tracking import MetricLogger, NullLogger
 
 # Log the running train loss every this many optimiser steps (and at the last one).
@@ -38,15 +39,6 @@ BUCKET_BATCHES = 50
 MAX_GRAD_NORM = 1.0
 # Parameters whose name contains one of these get no weight decay (as in ELECTRA/BERT).
 NO_DECAY = ("LayerNorm", "layer_norm", "bias")
-
-
-def resolve_device(name: str | torch.device) -> torch.device:
-    """``"auto"`` → CUDA when available, else CPU; anything else is passed to ``torch.device``."""
-    if isinstance(name, torch.device):
-        return name
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def seed_everything(seed: int) -> None:
@@ -187,13 +179,8 @@ def layerwise_lr_groups(
 def linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int):
     """Linear warm-up from 0 over ``warmup_steps``, then linear decay to 0 at ``total_steps``."""
 
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
-
     # LambdaLR scales each group's own initial lr, so the layer-wise ratios are kept.
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_decay(warmup_steps, total_steps))
 
 
 def _labels_tensor(spec: TaskSpec, examples: Sequence[Example]) -> torch.Tensor:

@@ -32,39 +32,13 @@ import torch
 from electra.config import PretrainConfig
 from electra.files import atomic_dir, atomic_open, read_json, sha256_tree, write_json
 from electra.model import ElectraPretrainer, matmul_flops_per_s, training_flops_per_token
+from electra.runtime import linear_warmup_decay, resolve_device, resolve_precision
 from electra.tokenize import PackedDataset
 from electra.tracking import MetricLogger, NullLogger
 
 # Fields that change how the run is observed, not what it computes: a checkpoint
 # written under other values of these can still be resumed.
 _RESUME_NEUTRAL = {"input_dir", "output_dir", "compile", "nproc_per_node", "log_every", "checkpoint_every", "keep_checkpoints", "eval_batches", "device"}
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` means CUDA when present, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def cpu_has_bf16() -> bool:
-    """True when the CPU has native bf16 matrix instructions (AVX512-BF16 or AMX)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for fp32."""
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    return torch.bfloat16 if cpu_has_bf16() else None
 
 
 @dataclass(frozen=True)
@@ -177,13 +151,8 @@ def build_optimizer(model: torch.nn.Module, cfg: PretrainConfig, device: torch.d
     )
 
 
-def linear_schedule(warmup_steps: int, max_steps: int):
-    """Linear warm-up to the peak, then linear decay to 0 at ``max_steps``."""
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        return max(0.0, (max_steps - step) / max(1, max_steps - warmup_steps))
-    return factor
+# The pretraining schedule: warm-up then linear decay to 0 at max_steps.
+linear_schedule = linear_warmup_decay
 
 
 class _Checkpointer:
