@@ -201,7 +201,7 @@ class _Checkpointer:
         return torch.load(path / "trainer_state.pt", map_location=device, weights_only=True)
 
 
-def _tokenizer_and_vocab(input_dir: Path):
+def _load_tokenizer(input_dir: Path):
     from transformers import AutoTokenizer
 
     tokenizer_dir = input_dir / "tokenizer"
@@ -211,7 +211,7 @@ def _tokenizer_and_vocab(input_dir: Path):
     return tokenizer
 
 
-def _metrics_from(out, n_tokens: int) -> dict[str, float]:
+def _metrics_from(out) -> dict[str, float]:
     metrics = {
         "loss": out.loss.item(),
         "generator_loss": out.generator_loss.item(),
@@ -253,7 +253,7 @@ def validate(model: ElectraPretrainer, dataset: PackedDataset, cfg: PretrainConf
         batch = make_batch(dataset, idx, pad_id, device)
         with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
             out = model(**batch, generator=rng)
-        rows.append(_metrics_from(out, int(batch["attention_mask"].sum())))
+        rows.append(_metrics_from(out))
     model.train()
     return _average(rows)
 
@@ -308,7 +308,7 @@ def pretrain(cfg: PretrainConfig, logger: MetricLogger | None = None, progress: 
 
     logger = logger or NullLogger()
     input_dir, out_dir = Path(cfg.input_dir), Path(cfg.output_dir)
-    tokenizer = _tokenizer_and_vocab(input_dir)
+    tokenizer = _load_tokenizer(input_dir)
     train_set = PackedDataset(input_dir, "train")
     try:
         valid_set = PackedDataset(input_dir, "validation")
@@ -415,7 +415,7 @@ def pretrain(cfg: PretrainConfig, logger: MetricLogger | None = None, progress: 
                         out = step_model(**batch, generator=generators)
                     loss = _global_mean_loss(out, cfg, ctx) if ctx.world > 1 else out.loss
                     (loss / cfg.grad_accum_steps).backward()
-                window_rows.append(_metrics_from(out, int(batch["attention_mask"].sum())))
+                window_rows.append(_metrics_from(out))
                 window_tokens += int(batch["attention_mask"].sum()) * ctx.world
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             if not torch.isfinite(out.loss):

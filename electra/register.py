@@ -108,7 +108,7 @@ class DiscriminatorModel(mlflow.pyfunc.PythonModel):
         return pd.DataFrame(rows)
 
 
-def _set_alias_and_tags(client, name: str, version: str, tags: dict[str, str]) -> None:
+def _set_version_tags(client, name: str, version: str, tags: dict[str, str]) -> None:
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, str(value)[:5000])
 
@@ -151,7 +151,7 @@ def register(params: Params, progress: bool = True) -> dict:
         "objective": pretrain_result.get("objective", "electra"),
         "torch_version": importlib.metadata.version("torch"),
         "transformers_version": importlib.metadata.version("transformers"),
-        "electra_version": importlib.metadata.version("electra-pipeline") if _installed() else "source",
+        "electra_version": _package_version("electra-pipeline"),
     }
     flow_run = os.environ.get("PREFECT__FLOW_RUN_ID")
     if flow_run:
@@ -208,9 +208,9 @@ def register(params: Params, progress: bool = True) -> dict:
     for name, version in versions.items():
         task = name[len(cfg.task_model_prefix):] if name != cfg.model_name else None
         task_metrics = {k: v for k, v in flat_metrics.items() if task and k.startswith(f"glue.{task}.")}
-        _set_alias_and_tags(client, name, version, {**lineage, **gate_tags, **{f"metric.{k}": v for k, v in task_metrics.items()}})
+        _set_version_tags(client, name, version, {**lineage, **gate_tags, **{f"metric.{k}": v for k, v in task_metrics.items()}})
         if name == cfg.model_name:
-            _set_alias_and_tags(client, name, version, {f"metric.{k}": v for k, v in flat_metrics.items()})
+            _set_version_tags(client, name, version, {f"metric.{k}": v for k, v in flat_metrics.items()})
         client.set_registered_model_alias(name, "challenger", version)
         aliases[name] = ["challenger"]
         if passed:
@@ -237,9 +237,9 @@ def register(params: Params, progress: bool = True) -> dict:
     }
 
 
-def _installed() -> bool:
+def _package_version(name: str) -> str:
+    """The installed version of ``name``, or "source" when it runs from a checkout uninstalled."""
     try:
-        importlib.metadata.version("electra-pipeline")
-        return True
+        return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
-        return False
+        return "source"
