@@ -129,10 +129,18 @@ def run_variant(args) -> dict:
     torch.manual_seed(0)
     device = resolve_device(args.device)
     if args.variant == "ours":
+        from electra.config import PretrainConfig
+        from electra.pretrain import build_optimizer
+        from electra.runtime import tune_cpu_allocator
+
+        if device.type == "cpu":
+            tune_cpu_allocator()  # as the pretrain stage does
         autocast = resolve_precision(args.precision, device)
         model = ElectraPretrainer(_model_config(args.shape), VOCAB, PAD, MASK, [PAD, UNK, CLS, SEP, MASK]).to(device)
         step_model = torch.compile(model) if args.compile else model
         params = list(model.parameters())
+        # The stage's optimizer (fused AdamW, no decay on LayerNorm/biases) at the bench's lr.
+        optimizer = build_optimizer(model, PretrainConfig(lr=1e-4), device)
 
         def loss_of(batch):
             with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
@@ -142,7 +150,8 @@ def run_variant(args) -> dict:
         model = NaiveElectra(args.shape).to(device)
         params = model.parameters()
         loss_of = model.step_loss
-    optimizer = torch.optim.AdamW(params, lr=1e-4, fused=device.type == "cuda")
+        # The obvious optimizer: AdamW with torch's defaults (fused only where that is the habit, CUDA).
+        optimizer = torch.optim.AdamW(params, lr=1e-4, fused=device.type == "cuda")
     batches = [{k: v.to(device) for k, v in b.items()} for b in _batches(args.warmup + args.steps, args.batch_size, args.seq_len)]
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()

@@ -26,6 +26,7 @@ from torch import nn
 from transformers import ElectraConfig, ElectraForMaskedLM, ElectraForPreTraining
 
 from electra.config import ModelConfig
+from electra.dropout import use_fast_dropout
 
 
 def discriminator_config(cfg: ModelConfig, vocab_size: int, pad_token_id: int = 0) -> ElectraConfig:
@@ -248,6 +249,10 @@ class ElectraPretrainer(nn.Module):
             # and the generator's output projection tied to the word embeddings.
             self.generator.electra.embeddings = self.discriminator.electra.embeddings
             self.generator.generator_lm_head.weight = self.discriminator.electra.embeddings.word_embeddings.weight
+        # The same dropout, drawn 4x cheaper on the CPU (electra/dropout.py; no change on CUDA).
+        for model in (self.generator, self.discriminator):
+            if model is not None:
+                use_fast_dropout(model)
 
     def special_mask(self, input_ids: torch.Tensor) -> torch.Tensor:
         """[B, L] True at special tokens and padding (never masked)."""
@@ -333,4 +338,5 @@ class ElectraPretrainer(nn.Module):
             return self.discriminator
         export = ElectraForPreTraining(self.generator.config)
         export.electra.load_state_dict(self.generator.electra.state_dict())
+        export.set_attn_implementation("sdpa")
         return export

@@ -19,10 +19,12 @@ from __future__ import annotations
 import contextlib
 import csv
 import os
+import queue
 import shutil
 import signal
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +34,7 @@ import torch
 from electra.config import PretrainConfig
 from electra.files import atomic_dir, atomic_open, read_json, sha256_tree, write_json
 from electra.model import ElectraPretrainer, matmul_flops_per_s, training_flops_per_token
-from electra.runtime import linear_warmup_decay, resolve_device, resolve_precision
+from electra.runtime import linear_warmup_decay, resolve_device, resolve_precision, tune_cpu_allocator
 from electra.tokenize import PackedDataset
 from electra.tracking import MetricLogger, NullLogger
 
@@ -117,8 +119,8 @@ def _permutation(epoch: int, n: int, seed: int) -> np.ndarray:
     return _PERM_CACHE[key]
 
 
-def make_batch(dataset: PackedDataset, indices: np.ndarray, pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
-    """Load rows (in stream order) at the full packed length and move them to the device.
+def load_batch(dataset: PackedDataset, indices: np.ndarray, pad_id: int) -> dict[str, torch.Tensor]:
+    """Read rows (in stream order) at the full packed length, on the host.
 
     The padding columns are kept: per-row random draws are sized by the row length,
     so a width that depended on the other rows in the batch would change an
@@ -126,12 +128,67 @@ def make_batch(dataset: PackedDataset, indices: np.ndarray, pad_id: int, device:
     Packed examples are nearly all full-length, so trimming would rarely save work.
     """
     ids, types = dataset.get(indices)
-    batch = {
+    return {
         "input_ids": torch.from_numpy(ids),
         "token_type_ids": torch.from_numpy(types),
         "attention_mask": torch.from_numpy((ids != pad_id).astype(np.int64)),
     }
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def make_batch(dataset: PackedDataset, indices: np.ndarray, pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """:func:`load_batch` moved to ``device``."""
+    return {k: v.to(device, non_blocking=True) for k, v in load_batch(dataset, indices, pad_id).items()}
+
+
+class BatchPrefetcher:
+    """Loads the batches of the coming micro-steps on a background thread.
+
+    The memmap read and (on CUDA) the copy into pinned memory happen while the
+    previous step computes, so the step only issues an asynchronous host-to-device
+    copy and never waits on the disk. Batches come out in the order of ``keys``,
+    exactly as reading them inline would give.
+    """
+
+    def __init__(self, load: Callable[[int, int], dict[str, torch.Tensor]], keys: Iterator[tuple[int, int]],
+                 depth: int = 2, pin_memory: bool = False) -> None:
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._produce, args=(load, keys, pin_memory),
+                                        name="pretrain-prefetch", daemon=True)
+        self._thread.start()
+
+    def _produce(self, load, keys, pin_memory: bool) -> None:
+        try:
+            for key in keys:
+                batch = load(*key)
+                if pin_memory:
+                    batch = {k: v.pin_memory() for k, v in batch.items()}
+                if not self._put((key, batch, None)):
+                    return
+        except BaseException as exc:  # handed to the training thread, raised there
+            self._put((None, None, exc))
+
+    def _put(self, item) -> bool:
+        while not self._closed.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def next(self, expected_key: tuple[int, int]) -> dict[str, torch.Tensor]:
+        """The batch of micro-step ``expected_key`` = (step, micro)."""
+        key, batch, error = self._queue.get()
+        if error is not None:
+            raise error
+        if key != expected_key:  # a bug, never data: order is what makes resume exact
+            raise RuntimeError(f"prefetcher out of order: got {key}, expected {expected_key}")
+        return batch
+
+    def close(self) -> None:
+        self._closed.set()
+        self._thread.join(timeout=5)
 
 
 def build_optimizer(model: torch.nn.Module, cfg: PretrainConfig, device: torch.device) -> torch.optim.Optimizer:
@@ -147,7 +204,9 @@ def build_optimizer(model: torch.nn.Module, cfg: PretrainConfig, device: torch.d
     ]
     return torch.optim.AdamW(
         groups, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps,
-        fused=device.type == "cuda",
+        # One fused kernel over all parameters (CUDA and, since torch 2.4, CPU): ~3x
+        # faster than the per-tensor-list default at ELECTRA-Small on this CPU.
+        fused=device.type in ("cuda", "cpu"),
     )
 
 
@@ -211,30 +270,43 @@ def _load_tokenizer(input_dir: Path):
     return tokenizer
 
 
-def _metrics_from(out) -> dict[str, float]:
+def _metrics_from(out) -> dict[str, torch.Tensor]:
+    """The step's metrics as 0-d tensors on the device.
+
+    They are read back once per log window (:func:`_average`), not per step: each
+    ``.item()`` would make the host wait for the GPU.
+    """
+    def ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+        return num.float() / den.float().clamp(min=1)
+
     metrics = {
-        "loss": out.loss.item(),
-        "generator_loss": out.generator_loss.item(),
-        "generator_accuracy": out.generator_correct.item() / max(1, out.masked_count.item()),
+        "loss": out.loss.detach(),
+        "generator_loss": out.generator_loss.detach(),
+        "generator_accuracy": ratio(out.generator_correct, out.masked_count),
     }
     if out.is_replaced is not None:
         active = out.active
         labels = out.is_replaced[active]
         preds = out.disc_predictions[active]
-        tp = (labels & preds).sum().item()
+        true_positives = (labels & preds).sum()
         metrics.update(
-            discriminator_loss=out.discriminator_loss.item(),
-            discriminator_accuracy=(labels == preds).float().mean().item(),
-            discriminator_precision=tp / max(1, preds.sum().item()),
-            discriminator_recall=tp / max(1, labels.sum().item()),
-            replaced_fraction=labels.float().mean().item(),
+            discriminator_loss=out.discriminator_loss.detach(),
+            discriminator_accuracy=(labels == preds).float().mean(),
+            discriminator_precision=ratio(true_positives, preds.sum()),
+            discriminator_recall=ratio(true_positives, labels.sum()),
+            replaced_fraction=labels.float().mean(),
         )
     return metrics
 
 
-def _average(rows: list[dict[str, float]]) -> dict[str, float]:
-    keys = rows[0].keys() if rows else []
-    return {k: float(np.mean([r[k] for r in rows])) for k in keys}
+def _average(rows: list[dict[str, torch.Tensor | float]]) -> dict[str, float]:
+    """Mean of each metric over the rows (tensors or floats), with one device-to-host transfer."""
+    if not rows:
+        return {}
+    keys = list(rows[0])
+    table = torch.stack([torch.stack([torch.as_tensor(row[k], dtype=torch.float64) for k in keys])
+                         for row in rows])                                   # [rows, metrics]
+    return dict(zip(keys, table.mean(dim=0).tolist()))
 
 
 @torch.no_grad()
@@ -327,6 +399,8 @@ def pretrain(cfg: PretrainConfig, logger: MetricLogger | None = None, progress: 
             raise ValueError(f"pretrain.batch_size ({cfg.batch_size}) must divide evenly over {ctx.world} processes")
         if device.type == "cuda":
             device = torch.device("cuda", ctx.local_rank)
+    if device.type == "cpu":
+        tune_cpu_allocator()
     if not ctx.is_main:
         logger = NullLogger()  # rank 0 logs, checkpoints and exports
     per_rank = cfg.batch_size // ctx.world
@@ -400,13 +474,24 @@ def pretrain(cfg: PretrainConfig, logger: MetricLogger | None = None, progress: 
     window_rows: list[dict[str, float]] = []
     window_tokens, window_start = 0, time.time()
     step = start_step
+
+    def load_micro_batch(step: int, micro: int) -> dict[str, torch.Tensor]:
+        idx = batch_indices(step, micro, cfg.batch_size, cfg.grad_accum_steps, len(train_set), cfg.seed)
+        return load_batch(train_set, idx[my_rows.start:my_rows.stop], pad_id)
+
+    prefetcher = BatchPrefetcher(
+        load_micro_batch,
+        ((s, m) for s in range(start_step, cfg.max_steps) for m in range(cfg.grad_accum_steps)),
+        pin_memory=device.type == "cuda",
+    )
     try:
         bar = tqdm(total=cfg.max_steps, initial=start_step, desc="pretrain", unit="step", disable=not progress)
         while step < cfg.max_steps:
             optimizer.zero_grad(set_to_none=True)
             for micro in range(cfg.grad_accum_steps):
-                idx = batch_indices(step, micro, cfg.batch_size, cfg.grad_accum_steps, len(train_set), cfg.seed)
-                batch = make_batch(train_set, idx[my_rows.start:my_rows.stop], pad_id, device)
+                host_batch = prefetcher.next((step, micro))
+                window_tokens += int(host_batch["attention_mask"].sum()) * ctx.world  # on the host: no sync
+                batch = {k: v.to(device, non_blocking=True) for k, v in host_batch.items()}
                 generators = row_generators(step, micro, cfg.batch_size, cfg.grad_accum_steps, cfg.seed, my_rows, device)
                 last_micro = micro == cfg.grad_accum_steps - 1
                 sync = contextlib.nullcontext() if ctx.world == 1 or last_micro else step_model.no_sync()
@@ -416,7 +501,6 @@ def pretrain(cfg: PretrainConfig, logger: MetricLogger | None = None, progress: 
                     loss = _global_mean_loss(out, cfg, ctx) if ctx.world > 1 else out.loss
                     (loss / cfg.grad_accum_steps).backward()
                 window_rows.append(_metrics_from(out))
-                window_tokens += int(batch["attention_mask"].sum()) * ctx.world
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             if not torch.isfinite(out.loss):
                 raise FloatingPointError(f"pretrain: non-finite loss {out.loss.item()} at step {step}")
@@ -447,6 +531,7 @@ def pretrain(cfg: PretrainConfig, logger: MetricLogger | None = None, progress: 
     except _StopRequested:
         raise SystemExit(f"pretrain: stopped by SIGTERM at step {step}; checkpoint saved, rerun to resume") from None
     finally:
+        prefetcher.close()
         if previous_handler is not None:
             signal.signal(signal.SIGTERM, previous_handler)
 
