@@ -15,5 +15,5 @@ if "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)'
   "$PY" bench/pretrain.py --shapes base --seq-len 512 --batch-size 32 --steps 10 --warmup 3 --precision bf16 --compile
 else
   echo "no CUDA device: tiny shapes on the CPU"
-  "$PY" bench/pretrain.py --shapes tiny --seq-len 128 --batch-size 8 --steps 3 --warmup 1
+  "$PY" bench/pretrain.py --shapes tiny --seq-len 64 --batch-size 4 --steps 2 --warmup 1
 fi

@@ -130,7 +130,7 @@ def run_variant(args) -> dict:
     device = resolve_device(args.device)
     if args.variant == "ours":
         from electra.config import PretrainConfig
-        from electra.pretrain import build_optimizer
+        from electra.pretrain import build_optimizer, row_generators
         from electra.runtime import tune_cpu_allocator
 
         if device.type == "cpu":
@@ -142,14 +142,18 @@ def run_variant(args) -> dict:
         # The stage's optimizer (fused AdamW, no decay on LayerNorm/biases) at the bench's lr.
         optimizer = build_optimizer(model, PretrainConfig(lr=1e-4), device)
 
-        def loss_of(batch):
+        rows = range(args.batch_size)
+
+        def loss_of(batch, step):
+            # Per-example random streams, as the stage draws them (exact resume, DDP = 1 process).
+            generators = row_generators(step, 0, args.batch_size, 1, 0, rows, device)
             with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
-                return step_model(**batch).loss
+                return step_model(**batch, generator=generators).loss
     else:
         autocast = None
         model = NaiveElectra(args.shape).to(device)
         params = model.parameters()
-        loss_of = model.step_loss
+        loss_of = lambda batch, step: model.step_loss(batch)  # noqa: E731
         # The obvious optimizer: AdamW with torch's defaults (fused only where that is the habit, CUDA).
         optimizer = torch.optim.AdamW(params, lr=1e-4, fused=device.type == "cuda")
     batches = [{k: v.to(device) for k, v in b.items()} for b in _batches(args.warmup + args.steps, args.batch_size, args.seq_len)]
@@ -161,7 +165,7 @@ def run_variant(args) -> dict:
             if device.type == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
-        loss = loss_of(batch)
+        loss = loss_of(batch, i)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
@@ -223,14 +227,29 @@ def main() -> None:
     for shape in [s.strip() for s in args.shapes.split(",") if s.strip()]:
         ours = _spawn(args, "ours", shape)
         naive = _spawn(args, "naive", shape)
+        # One denominator for both: the best matmul rate either process measured (a
+        # busy moment in one process must not flatter its MFU).
+        if ours["precision"] == naive["precision"]:
+            rate = max(ours["matmul_flops"], naive["matmul_flops"])
+            for r in (ours, naive):
+                r["matmul_flops"] = rate
+                r["mfu"] = r["tokens_per_s"] * r["model_flops_per_token"] / rate
         rows.append((shape, ours, naive))
-    print(f"{'shape':<6} {'variant':<6} {'prec':<9} {'tokens/s':>10} {'step ms':>9} {'peak RSS MB':>12} {'MFU':>7}")
+    memory = "peak GPU MB" if rows and rows[0][1]["peak_gpu_mb"] is not None else "peak RSS MB"
+    print(f"{'shape':<6} {'variant':<6} {'prec':<9} {'tokens/s':>10} {'step ms':>9} {'GFLOP/s':>9} "
+          f"{'matmul GFLOP/s':>15} {'MFU':>7} {memory:>12}")
     for shape, ours, naive in rows:
         for r in (ours, naive):
+            achieved = r["tokens_per_s"] * r["model_flops_per_token"]
+            used = r["peak_gpu_mb"] if r["peak_gpu_mb"] is not None else r["peak_rss_mb"]
             print(f"{shape:<6} {r['variant']:<6} {r['precision']:<9} {r['tokens_per_s']:>10.0f} "
-                  f"{1000 * r['step_s']:>9.1f} {r['peak_rss_mb']:>12.0f} {100 * r['mfu']:>6.2f}%")
+                  f"{1000 * r['step_s']:>9.1f} {achieved / 1e9:>9.1f} {r['matmul_flops'] / 1e9:>15.1f} "
+                  f"{100 * r['mfu']:>6.2f}% {used:>12.0f}")
+        print(f"{shape:<6} model FLOPs/token {ours['model_flops_per_token'] / 1e6:.1f} M (ours' step; the naive "
+              f"step does more work for the same tokens, MFU counts only the useful FLOPs)")
         print(f"{shape:<6} ratio  ours/naive tokens/s = {ours['tokens_per_s'] / naive['tokens_per_s']:.2f}x, "
-              f"peak RSS {ours['peak_rss_mb'] / naive['peak_rss_mb']:.2f}x")
+              f"peak RSS {ours['peak_rss_mb'] / naive['peak_rss_mb']:.2f}x"
+              + (f", peak GPU memory {ours['peak_gpu_mb'] / naive['peak_gpu_mb']:.2f}x" if ours["peak_gpu_mb"] else ""))
     main_shape, ours, naive = rows[-1]
     summary = {
         "ours_tokens_per_s": ours["tokens_per_s"],
@@ -238,6 +257,10 @@ def main() -> None:
         "ratio": ours["tokens_per_s"] / naive["tokens_per_s"],
         "ours_peak_rss_mb": ours["peak_rss_mb"],
         "baseline_peak_rss_mb": naive["peak_rss_mb"],
+        "ours_peak_gpu_mb": ours["peak_gpu_mb"],
+        "baseline_peak_gpu_mb": naive["peak_gpu_mb"],
+        "model_flops_per_token": ours["model_flops_per_token"],
+        "matmul_flops": ours["matmul_flops"],
         "mfu": ours["mfu"],
         "baseline_mfu": naive["mfu"],
         "shapes": main_shape,

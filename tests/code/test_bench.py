@@ -28,6 +28,21 @@ def test_pretrain_bench_prints_a_table_and_a_json_line():
     assert summary["ratio"] > 0 and 0 < summary["mfu"]
 
 
+@pytest.mark.slow
+def test_gpu_script_falls_back_to_tiny_shapes_on_a_cpu_only_machine():
+    import os
+
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: the script would run the full GPU benchmark")
+    proc = subprocess.run(["bash", str(ROOT / "bench" / "gpu.sh")], capture_output=True, text=True, timeout=900,
+                          cwd=ROOT, env={**os.environ, "PYTHON": sys.executable})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "no CUDA device" in proc.stdout
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["shapes"] == "tiny"
+
+
 def test_flops_per_token_counts_the_generator_head_only_at_masked_positions():
     sys.path.insert(0, str(ROOT / "bench"))
     from pretrain import VOCAB, flops_per_token
