@@ -129,3 +129,43 @@ def test_bf16_autocast_follows_the_fp32_loss_curve(pretrained_micro, tmp_path):
     assert len(curves["fp32"]) == len(curves["bf16"]) == 4
     for a, b in zip(curves["fp32"], curves["bf16"]):
         assert b == pytest.approx(a, rel=0.05)
+
+
+def test_weight_decay_skips_layernorm_and_biases():
+    from electra.config import ModelConfig, PretrainConfig
+    from electra.model import ElectraPretrainer
+    from electra.pretrain import build_optimizer
+
+    cfg = PretrainConfig(model=ModelConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
+                                           embedding_size=16))
+    model = ElectraPretrainer(cfg.model, 100, 0, 4, [0, 1, 2, 3, 4])
+    decay, no_decay = build_optimizer(model, cfg, torch.device("cpu")).param_groups
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
+    assert all(p.ndim == 2 and "LayerNorm" not in names[id(p)] for p in decay["params"])
+    assert {names[id(p)].rsplit(".", 1)[-1] for p in no_decay["params"]} == {"bias", "weight"}
+    assert all("LayerNorm" in names[id(p)] for p in no_decay["params"] if p.ndim > 1 or names[id(p)].endswith("weight"))
+    # each shared tensor once (the tied word embeddings are one parameter)
+    everything = decay["params"] + no_decay["params"]
+    assert len({id(p) for p in everything}) == len(everything) == len(list(model.parameters()))
+
+
+def test_gradient_accumulation_matches_the_large_batch(pretrained_micro, tmp_path):
+    """2 micro-batches of 4 take the step one batch of 8 takes (same examples, same masking)."""
+    from safetensors.torch import load_file
+
+    # Dropout off (its stream differs with the batch split); a large Adam epsilon makes
+    # the update proportional to the gradient, so a mis-scaled accumulation shows.
+    common = ["pretrain.max_steps=3", "pretrain.model.dropout=0.0", "pretrain.adam_eps=1.0", "pretrain.lr=0.05",
+              "pretrain.warmup_steps=0", "pretrain.checkpoint_every=100", "pretrain.device=cpu",
+              "pretrain.precision=fp32"]
+    weights = {}
+    for name, split in (("large", ["pretrain.batch_size=8"]), ("accum", ["pretrain.batch_size=4", "pretrain.grad_accum_steps=2"])):
+        root = tmp_path / name
+        shutil.copytree(pretrained_micro / "outputs" / "tokenize", root / "outputs" / "tokenize")
+        pretrain(micro_params(root, *common, *split).pretrain, progress=False)
+        weights[name] = load_file(str(root / "outputs/pretrain/discriminator/model.safetensors"))
+    for key, large in weights["large"].items():
+        # Each micro-batch normalises by its own token counts (packed rows are nearly all
+        # full, so the counts barely differ): equal to a small relative tolerance.
+        assert torch.allclose(weights["accum"][key], large, rtol=1e-3, atol=1e-4), key
