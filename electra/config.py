@@ -139,6 +139,8 @@ class TaskConfig(_Frozen):
     epochs: float | None = Field(default=None, gt=0)
     lr: float | None = Field(default=None, gt=0)
     max_train_examples: int | None = Field(default=None, ge=1)
+    max_seq_length: int | None = Field(default=None, ge=8)
+    batch_size: int | None = Field(default=None, ge=1)
 
 
 class FinetuneConfig(_Frozen):
@@ -147,9 +149,23 @@ class FinetuneConfig(_Frozen):
     model_dir: str = "outputs/pretrain/discriminator"
     data_dir: str = "data/glue"
     output_dir: str = "outputs/finetune"
-    tasks: list[Literal["sst2", "mrpc", "rte", "cola", "stsb", "qnli"]] = Field(
+    # GLUE tasks by name, "qa" (extractive QA in SQuAD format) and "ner" (CoNLL token tags).
+    tasks: list[Literal["sst2", "mrpc", "rte", "cola", "stsb", "qnli", "qa", "ner"]] = Field(
         default_factory=lambda: ["sst2", "mrpc"]
     )
+    # Fine-tuning seeds per task: seed, seed + 1, ...; reports give the median and spread.
+    seeds: int = Field(default=1, ge=1)
+    # QA: a SQuAD v1.1/v2.0 file. Without a separate dev file it is split by article
+    # (XQuAD has no train split): qa_dev_fraction of the articles are held out.
+    qa_file: str = "data/qa/xquad/xquad.en.json"
+    qa_dev_file: str | None = None
+    qa_dev_fraction: float = Field(default=0.25, gt=0.0, lt=1.0)
+    qa_version_2: bool = False
+    doc_stride: int = Field(default=128, ge=1)
+    max_answer_length: int = Field(default=30, ge=1)
+    # NER: CoNLL files (token<TAB>tag, BIO), WNUT-17 by default.
+    ner_train_file: str = "data/ner/wnut17/wnut17train.conll"
+    ner_dev_file: str = "data/ner/wnut17/emerging.dev.conll"
     task_overrides: dict[str, TaskConfig] = Field(default_factory=dict)
     lr: float = Field(default=3e-4, gt=0.0)
     layer_decay: float = Field(default=0.8, gt=0.0, le=1.0)
@@ -164,6 +180,20 @@ class FinetuneConfig(_Frozen):
     dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
     device: str = "auto"
     seed: int = 1234
+
+    @model_validator(mode="after")
+    def _check_qa_window(self) -> FinetuneConfig:
+        if "qa" in self.tasks:
+            override = self.task_overrides.get("qa")
+            length = (override.max_seq_length if override and override.max_seq_length else self.max_seq_length)
+            # A window holds [CLS] question [SEP] context [SEP] with the question cut at 64 tokens;
+            # the stride must leave room for new context in each window.
+            if self.doc_stride >= length - 64 - 3:
+                raise ValueError(
+                    f"doc_stride ({self.doc_stride}) must be below the QA max_seq_length ({length}) "
+                    f"minus 67 (question of up to 64 tokens and 3 special tokens)"
+                )
+        return self
 
 
 class EvaluateConfig(_Frozen):

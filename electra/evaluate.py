@@ -1,14 +1,25 @@
-"""GLUE dev metrics of the fine-tuned models, and the bias benchmarks.
+"""Benchmark evaluation of the fine-tuned models (GLUE, QA, NER) and the bias benchmarks.
 
-For each task the model in ``{finetune_dir}/{task}/model`` predicts the dev
-split; per-example predictions go to ``{output_dir}/predictions/{task}.jsonl``
-and the metrics to ``{output_dir}/metrics.json``::
+Every fine-tuned (task, seed) model predicts its dev set; per-example predictions go
+to ``{output_dir}/predictions/{task}/seed-{seed}.jsonl`` (so a later gate can compare
+two models on the same examples), and ``{output_dir}/metrics.json`` holds::
 
-    {"glue": {"sst2": {"accuracy": .., "main": ..}, ..., "score": .., "score_tasks": [..]},
+    {"glue": {"sst2": {"accuracy": <median over seeds>, "main": .., "main_ci": [lo, hi],
+                       "spread": {"accuracy": {median, min, max, q1, q3, iqr, n}},
+                       "seeds": {"1234": {"accuracy": .., "main_ci": [..]}}, ...},
+              "qnli": {"skipped": "<why>"}, "score": .., "score_tasks": [..]},
+     "qa": {"exact_match": .., "f1": .., "main": .., ..., "dev": "<how the dev set was made>"},
+     "ner": {"precision": .., "recall": .., "f1": .., "main": .., ...},
      "bias": {"crows": {..}, "eec": {..}}}
 
-CrowS-Pairs scores the pretrained generator (a masked LM); EEC scores the
-fine-tuned SST-2 model, so it runs only when ``sst2`` is evaluated.
+Values are fractions (QA's EM/F1 too). ``main`` is the median over seeds of the
+task's headline metric; ``main_ci`` the 95% bootstrap interval over dev examples
+of the first seed's model (the registered one). The GLUE score is the ELECTRA
+paper's: the plain mean of the GLUE tasks' main numbers (CoLA MCC, STS-B
+Spearman, accuracy elsewhere), over the tasks listed in ``score_tasks``.
+
+Also written: ``report/report.md`` (our numbers next to published reference rows) and
+``plots/*.png``; both, and one nested run per (task, seed), go to the tracker.
 """
 
 from __future__ import annotations
@@ -21,13 +32,24 @@ from typing import Any
 
 import numpy as np
 
-from electra.config import EvaluateConfig
+from electra import metrics as m
+from electra.config import EvaluateConfig, FinetuneConfig
 from electra.files import atomic_open, read_json, write_json
 from electra.glue import get_task, metrics as glue_metrics, read_task
 from electra.tracking import MetricLogger, NullLogger, flatten
 
-# Used when the fine-tuning result.json does not say which length the model was trained with.
-DEFAULT_MAX_SEQ_LENGTH = 128
+BOOTSTRAP_RESAMPLES = 1000
+
+# GLUE dev results published in the google-research/electra README ("Expected
+# results"; GLUE dev, pretrained on different data: OpenWebText, or the paper's
+# Wikipedia + BooksCorpus + more for Small++). In percent.
+REFERENCE_ROWS = {
+    "ELECTRA-Small-OWT (google-research/electra README)": {
+        "cola": 56.8, "sst2": 88.3, "mrpc": 87.4, "stsb": 86.8, "qnli": 87.9, "rte": 68.5},
+    "ELECTRA-Small++ (google-research/electra README)": {
+        "cola": 57.0, "sst2": 91.2, "mrpc": 88.0, "stsb": 87.5, "qnli": 88.4, "rte": 66.7},
+}
+GLUE_ORDER = ("cola", "sst2", "mrpc", "stsb", "qnli", "rte")
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -36,70 +58,153 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=1, keepdims=True)
 
 
-def _max_seq_length(task_dir: Path) -> int:
-    # Evaluate at the length the model was fine-tuned with, recorded by finetune().
-    result_path = task_dir / "result.json"
-    if result_path.is_file():
-        value = read_json(result_path).get("max_seq_length")
-        if isinstance(value, int) and value > 0:
-            return value
-    return DEFAULT_MAX_SEQ_LENGTH
-
-
-def _write_predictions(path: Path, task: str, examples, outputs: np.ndarray) -> None:
-    spec = get_task(task)
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     with atomic_open(path, "w", encoding="utf-8") as handle:
-        if spec.is_regression:
-            for i, (ex, score) in enumerate(zip(examples, outputs, strict=True)):
-                row = {"index": i, "line": ex.line, "label": ex.label,
-                       "prediction": float(score), "score": float(score)}
-                handle.write(json.dumps(row) + "\n")
-        else:
-            probs = _softmax(outputs.astype(np.float64))
-            for i, (ex, p) in enumerate(zip(examples, probs, strict=True)):
-                row = {"index": i, "line": ex.line, "label": int(ex.label),
-                       "prediction": int(p.argmax()), "probabilities": [float(x) for x in p]}
-                handle.write(json.dumps(row) + "\n")
+        for row in rows:
+            handle.write(json.dumps(row) + "\n")
 
 
-def evaluate_glue(
-    cfg: EvaluateConfig, tasks: list[str], device: Any, progress: bool = True
-) -> dict[str, Any]:
-    """GLUE dev metrics for ``tasks``; writes ``predictions/{task}.jsonl``. Returns the ``glue`` section."""
-    from tqdm.auto import tqdm
+# --- one (task, seed) model on its dev set -------------------------------------------
 
+def _glue_run(task: str, run: dict, examples: list, cfg: EvaluateConfig, device, seed: int) -> tuple[dict, list]:
+    """Metrics (with the main metric's bootstrap CI) and prediction rows of one GLUE model."""
     from electra.finetune import predict
 
-    out_dir = Path(cfg.output_dir)
-    glue_dir = Path(cfg.data_dir) / "glue"
-    section: dict[str, Any] = {}
-    for task in tqdm(tasks, desc="evaluate glue", disable=not progress, unit="task"):
-        task_dir = Path(cfg.finetune_dir) / task
-        model_dir = task_dir / "model"
-        if not model_dir.is_dir():
-            raise FileNotFoundError(
-                f"{model_dir}: no fine-tuned model for {task!r} (run the finetune stage for it first)"
-            )
-        examples = read_task(glue_dir, task, "dev")
-        if cfg.max_eval_examples is not None:
-            examples = examples[: cfg.max_eval_examples]
-        outputs = predict(model_dir, examples, cfg.batch_size, _max_seq_length(task_dir), device)
-        labels = [ex.label for ex in examples]
-        section[task] = glue_metrics(task, outputs, labels)
-        _write_predictions(out_dir / "predictions" / f"{task}.jsonl", task, examples, outputs)
-    mains = [section[t]["main"] for t in tasks]
-    # The GLUE score of the ELECTRA paper: the plain mean of each task's main metric.
-    section["score"] = float(np.mean(mains)) if mains else None
-    section["score_tasks"] = list(tasks)
-    return section
+    spec = get_task(task)
+    outputs = predict(run["model_dir"], examples, cfg.batch_size, run.get("max_seq_length", 128), device)
+    labels = np.asarray([ex.label for ex in examples])
+    scores = glue_metrics(task, outputs, labels)
+    preds = outputs if spec.is_regression else outputs.argmax(axis=1)
+    main_name = spec.main_metric
+    scores["main_ci"] = list(m.bootstrap_ci(
+        lambda idx: glue_metrics(task, preds[idx], labels[idx])[main_name], len(labels),
+        BOOTSTRAP_RESAMPLES, seed=seed))
+    if spec.is_regression:
+        rows = [{"index": i, "line": ex.line, "label": ex.label, "prediction": float(p), "score": float(p)}
+                for i, (ex, p) in enumerate(zip(examples, outputs, strict=True))]
+    else:
+        probs = _softmax(outputs.astype(np.float64))
+        rows = [{"index": i, "line": ex.line, "label": int(ex.label), "prediction": int(p.argmax()),
+                 "probabilities": [float(x) for x in p]} for i, (ex, p) in enumerate(zip(examples, probs, strict=True))]
+        scores["confusion"] = _confusion(labels.astype(int), preds.astype(int), spec.num_labels)
+    return scores, rows
 
 
-def evaluate_bias(cfg: EvaluateConfig, tasks: list[str], device: Any) -> dict[str, Any]:
-    """CrowS-Pairs on the generator, and EEC on the SST-2 model when ``sst2`` is in ``tasks``."""
-    # Looked up at call time (not imported at module load) so evaluate works, and can be
-    # tested, independently of electra.bias; sys.modules lookups also let tests stub it.
+def _confusion(gold: np.ndarray, pred: np.ndarray, k: int) -> list[list[int]]:
+    matrix = np.zeros((k, k), dtype=int)
+    np.add.at(matrix, (gold, pred), 1)
+    return matrix.tolist()
+
+
+def _qa_run(run: dict, examples: list, cfg: EvaluateConfig, ft: FinetuneConfig, device, seed: int) -> tuple[dict, list]:
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+    from electra.qa import predict_qa, squad_metrics
+
+    tokenizer = AutoTokenizer.from_pretrained(run["model_dir"])
+    model = AutoModelForQuestionAnswering.from_pretrained(run["model_dir"]).to(device)
+    predictions = predict_qa(model, tokenizer, examples, batch_size=cfg.batch_size,
+                             max_seq_length=run["max_seq_length"], doc_stride=run.get("doc_stride", ft.doc_stride),
+                             device=device, version_2=ft.qa_version_2)
+    result = squad_metrics(examples, predictions)
+    em, f1 = np.asarray(result["em_per_example"], float), np.asarray(result["f1_per_example"], float)
+    scores = {"exact_match": result["exact_match"] / 100, "f1": result["f1"] / 100, "count": result["count"]}
+    scores["main"] = scores["f1"]
+    # The per-example scores are fractions already (their mean x 100 is the aggregate).
+    scores["main_ci"] = list(m.bootstrap_ci(lambda idx: float(f1[idx].mean()), len(f1), BOOTSTRAP_RESAMPLES, seed=seed))
+    rows = [{"id": ex.id, "prediction": predictions.get(ex.id, ""), "answers": [a[0] for a in ex.answers],
+             "exact_match": float(em[i]), "f1": float(f1[i])} for i, ex in enumerate(examples)]
+    return scores, rows
+
+
+def _ner_run(run: dict, sentences: list, cfg: EvaluateConfig, device, seed: int) -> tuple[dict, list]:
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    from electra.ner import entity_metrics, predict_ner
+
+    tokenizer = AutoTokenizer.from_pretrained(run["model_dir"])
+    model = AutoModelForTokenClassification.from_pretrained(run["model_dir"]).to(device)
+    predicted = predict_ner(model, tokenizer, sentences, batch_size=cfg.batch_size,
+                            max_seq_length=run["max_seq_length"], device=device)
+    gold = [list(s.tags) for s in sentences]
+    result = entity_metrics(gold, predicted)
+    tallies = np.asarray(result["per_sentence"], dtype=float)            # [sentences, (correct, pred, gold)]
+
+    def f1_of(idx: np.ndarray) -> float:
+        correct, pred, true = tallies[idx].sum(axis=0)
+        return 2 * correct / (pred + true) if pred + true else 0.0
+
+    scores = {k: result[k] for k in ("precision", "recall", "f1")}
+    scores["token_accuracy"] = result["token_accuracy"]
+    scores["per_type"] = result["per_type"]
+    scores["main"] = scores["f1"]
+    scores["main_ci"] = list(m.bootstrap_ci(f1_of, len(tallies), BOOTSTRAP_RESAMPLES, seed=seed))
+    rows = [{"index": i, "tokens": list(s.tokens), "gold": gold[i], "prediction": predicted[i]}
+            for i, s in enumerate(sentences)]
+    return scores, rows
+
+
+# --- one task over its seeds --------------------------------------------------------
+
+def _summarise(per_seed: dict[str, dict], first_seed: str) -> dict[str, Any]:
+    """Median over seeds of every scalar metric, their spread, and the first seed's CI."""
+    scalar_names = [k for k, v in per_seed[first_seed].items()
+                    if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    out: dict[str, Any] = {}
+    spread = {}
+    for name in scalar_names:
+        summary = m.seed_summary([per_seed[s][name] for s in per_seed])
+        out[name] = summary["median"]
+        spread[name] = summary
+    out["main_ci"] = per_seed[first_seed]["main_ci"]
+    out["registered_seed"] = int(first_seed)
+    out["spread"] = spread
+    out["seeds"] = per_seed
+    return out
+
+
+def evaluate_task(task: str, cfg: EvaluateConfig, ft: FinetuneConfig, device, logger: MetricLogger) -> dict[str, Any]:
+    """Every seed's model of ``task`` on its dev set; predictions written, metrics summarised."""
+    from electra.finetune import ner_splits, qa_splits, task_kind
+
+    result_path = Path(cfg.finetune_dir) / task / "result.json"
+    if not result_path.is_file():
+        raise FileNotFoundError(f"{result_path}: no fine-tuned models for {task!r} (run the finetune stage first)")
+    summary = read_json(result_path)
+    kind = task_kind(task)
+    note = None
+    if kind == "glue":
+        examples = read_task(Path(cfg.data_dir) / "glue", task, "dev")
+    elif kind == "qa":
+        _, examples, note = qa_splits(ft)
+    else:
+        _, examples, _ = ner_splits(ft)
+    if cfg.max_eval_examples is not None:
+        examples = examples[: cfg.max_eval_examples]
+    per_seed: dict[str, dict] = {}
+    for seed, run in summary["runs"].items():
+        with logger.child(f"{task}/seed-{seed}", {"task": task, "seed": seed}) as run_logger:
+            if kind == "glue":
+                scores, rows = _glue_run(task, run, examples, cfg, device, int(seed))
+            elif kind == "qa":
+                scores, rows = _qa_run(run, examples, cfg, ft, device, int(seed))
+            else:
+                scores, rows = _ner_run(run, examples, cfg, device, int(seed))
+            _write_jsonl(Path(cfg.output_dir) / "predictions" / task / f"seed-{seed}.jsonl", rows)
+            run_logger.log_metrics({k: float(v) for k, v in scores.items()
+                                    if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        per_seed[seed] = scores
+    out = _summarise(per_seed, str(summary["seeds"][0]))
+    out["dev_examples"] = len(examples)
+    if note:
+        out["dev"] = note
+    return out
+
+
+def evaluate_bias(cfg: EvaluateConfig, sst2_model_dir: str | None, device: Any) -> dict[str, Any]:
+    """CrowS-Pairs on the generator, and EEC on the (registered) SST-2 model when there is one."""
     bias_mod = importlib.import_module("electra.bias")
-    device = str(device)  # a plain string ("cpu", "cuda") whatever the caller resolved it to
+    device = str(device)
     data = Path(cfg.data_dir) / "bias"
     section: dict[str, Any] = {
         "crows": bias_mod.crows_pairs(
@@ -110,9 +215,9 @@ def evaluate_bias(cfg: EvaluateConfig, tasks: list[str], device: Any) -> dict[st
             device=device,
         )
     }
-    if "sst2" in tasks:
+    if sst2_model_dir:
         section["eec"] = bias_mod.eec(
-            model_dir=f"{cfg.finetune_dir}/sst2/model",
+            model_dir=sst2_model_dir,
             csv_path=f"{data}/eec/Equity-Evaluation-Corpus.csv",
             max_sentences=cfg.eec_max_sentences,
             batch_size=cfg.batch_size,
@@ -123,34 +228,66 @@ def evaluate_bias(cfg: EvaluateConfig, tasks: list[str], device: Any) -> dict[st
 
 def evaluate(
     cfg: EvaluateConfig,
-    tasks: list[str],
+    finetune_cfg: FinetuneConfig,
     logger: MetricLogger | None = None,
     progress: bool = True,
     bias: bool = True,
 ) -> dict:
-    """Evaluate the fine-tuned models on GLUE dev and (when ``bias``) run the bias benchmarks.
+    """Evaluate every fine-tuned task of ``finetune_cfg.tasks`` and (when ``bias``) the bias benchmarks.
 
-    Writes ``{output_dir}/predictions/{task}.jsonl`` (index, source line, label,
-    prediction, and class probabilities or the regression score) and
-    ``{output_dir}/metrics.json`` (atomically). Logs the flattened numeric metrics
-    (``glue.sst2.accuracy``, ``bias.eec.gender...``) to ``logger``. With
-    ``bias=False`` the ``bias`` section is left out. Returns the metrics dict.
+    Writes the predictions, ``metrics.json``, ``report.md`` and ``plots/`` under
+    ``cfg.output_dir`` (each file atomically); logs the flattened medians to
+    ``logger`` and one nested run per (task, seed). Returns the metrics dict.
     """
+    from tqdm.auto import tqdm
+
+    from electra.finetune import task_kind
     from electra.runtime import resolve_device
 
     logger = logger or NullLogger()
-    for task in tasks:
-        get_task(task)  # unknown names fail before any model is loaded
     device = resolve_device(cfg.device)
-    result: dict[str, Any] = {"glue": evaluate_glue(cfg, list(tasks), device, progress)}
+    out_dir = Path(cfg.output_dir)
+    summary_path = Path(cfg.finetune_dir) / "summary.json"
+    skipped = read_json(summary_path).get("skipped", {}) if summary_path.is_file() else {}
+    result: dict[str, Any] = {"glue": {}}
+    for task in tqdm(list(finetune_cfg.tasks), desc="evaluate", disable=not progress, unit="task"):
+        if task in skipped:
+            result["glue"][task] = {"skipped": skipped[task]}
+            continue
+        section = evaluate_task(task, cfg, finetune_cfg, device, logger)
+        if task_kind(task) == "glue":
+            result["glue"][task] = section
+        else:
+            result[task] = section
+    glue_tasks = [t for t in GLUE_ORDER if t in result["glue"] and "main" in result["glue"][t]]
+    result["glue"]["score"] = float(np.mean([result["glue"][t]["main"] for t in glue_tasks])) if glue_tasks else None
+    result["glue"]["score_tasks"] = glue_tasks
     if bias:
-        result["bias"] = evaluate_bias(cfg, list(tasks), device)
-    write_json(Path(cfg.output_dir) / "metrics.json", result)
+        sst2 = Path(cfg.finetune_dir) / "sst2" / "result.json"
+        result["bias"] = evaluate_bias(cfg, read_json(sst2)["model_dir"] if "sst2" in glue_tasks else None, device)
+    write_json(out_dir / "metrics.json", result)
+
+    from electra.report import write_plots, write_report
+
+    write_report(out_dir / "report" / "report.md", result, finetune_cfg)
+    write_plots(out_dir / "plots", result, Path(cfg.finetune_dir))
     numeric = {
         key: float(value)
-        for key, value in flatten("", result).items()
+        for key, value in flatten("", headline_metrics(result)).items()
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     }
     if numeric:
         logger.log_metrics(numeric)
+    logger.log_artifacts(str(out_dir / "plots"), "plots")
+    logger.log_artifacts(str(out_dir / "report"), "report")
     return result
+
+
+def headline_metrics(result: dict) -> dict:
+    """The metrics without per-seed copies, spreads, per-type tables and confusion matrices:
+    what the tracker and the registry tags get (medians and intervals)."""
+    def strip(node):
+        if isinstance(node, dict):
+            return {k: strip(v) for k, v in node.items() if k not in ("seeds", "spread", "per_type", "confusion")}
+        return node
+    return strip(result)

@@ -18,7 +18,7 @@ import math
 import random
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +49,11 @@ def seed_everything(seed: int) -> None:
 
 
 def task_settings(cfg: FinetuneConfig, task: str) -> dict[str, Any]:
-    """Effective ``epochs``, ``lr`` and ``max_train_examples`` for ``task`` (overrides win)."""
+    """Effective ``epochs``, ``lr``, ``max_train_examples``, ``max_seq_length`` and
+    ``batch_size`` for ``task`` (its ``task_overrides`` entry wins)."""
     override = cfg.task_overrides.get(task)
-    settings = {"epochs": cfg.epochs, "lr": cfg.lr, "max_train_examples": cfg.max_train_examples}
+    settings = {"epochs": cfg.epochs, "lr": cfg.lr, "max_train_examples": cfg.max_train_examples,
+                "max_seq_length": cfg.max_seq_length, "batch_size": cfg.batch_size}
     if override is not None:
         for key in settings:
             value = getattr(override, key)
@@ -183,6 +185,83 @@ def linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_s
     return torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_decay(warmup_steps, total_steps))
 
 
+def train_loop(
+    model: torch.nn.Module,
+    lengths: Sequence[int],
+    make_batch: Callable[[list[int]], dict[str, torch.Tensor]],
+    *,
+    lr: float,
+    layer_decay: float,
+    weight_decay: float,
+    adam_eps: float,
+    epochs: float,
+    batch_size: int,
+    warmup_fraction: float,
+    seed: int,
+    device: torch.device,
+    logger: MetricLogger,
+    name: str,
+    progress: bool = False,
+    log_prefix: str = "",
+) -> dict[str, Any]:
+    """The one fine-tuning loop (GLUE, QA and NER share it): ELECTRA's recipe.
+
+    AdamW over layer-wise learning-rate groups (head at ``lr``, each layer below
+    ``layer_decay`` times the one above), linear warm-up over ``warmup_fraction``
+    of the steps then linear decay to zero, clipping at ``MAX_GRAD_NORM``, and
+    length-grouped batches (``lengths[i]`` of example i) that ``make_batch(indices)``
+    turns into model inputs with their labels, padded to the batch's longest.
+    ``epochs`` may be fractional. Logs ``train_loss`` and the head's ``lr`` every
+    ``LOG_EVERY`` steps (prefixed with ``log_prefix.`` when given).
+
+    Returns ``{"steps", "train_loss" (mean over the last epoch's steps: less noisy
+    than one batch), "losses" (per step), "curve" (the logged points)}``.
+    """
+    from tqdm.auto import tqdm
+
+    model.train()
+    groups = layerwise_lr_groups(model, lr, layer_decay, weight_decay)
+    head_group = max(range(len(groups)), key=lambda i: groups[i]["depth"])
+    optimizer = torch.optim.AdamW(groups, lr=lr, eps=adam_eps, betas=(0.9, 0.999))
+    steps_per_epoch = math.ceil(len(lengths) / batch_size)
+    total_steps = max(1, math.ceil(epochs * steps_per_epoch))
+    scheduler = linear_schedule(optimizer, int(warmup_fraction * total_steps), total_steps)
+    rng = np.random.default_rng(seed)
+    loss_key, lr_key = (f"{log_prefix}.{key}" if log_prefix else key for key in ("train_loss", "lr"))
+
+    losses: list[float] = []
+    curve: list[dict[str, float]] = []
+    step = 0
+    bar = tqdm(total=total_steps, desc=f"finetune {name}", disable=not progress, unit="step")
+    try:
+        while step < total_steps:
+            for batch_idx in length_grouped_batches(lengths, batch_size, rng):
+                if step >= total_steps:
+                    break
+                batch = {k: v.to(device) for k, v in make_batch(batch_idx).items()}
+                loss = model(**batch).loss
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"{name}: train loss became {loss.item()} at step {step + 1}")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
+                lr_now = optimizer.param_groups[head_group]["lr"]
+                optimizer.step()
+                scheduler.step()
+                step += 1
+                losses.append(loss.item())
+                bar.update(1)
+                bar.set_postfix(loss=f"{losses[-1]:.4f}")
+                if step % LOG_EVERY == 0 or step == total_steps:
+                    window = losses[-LOG_EVERY:]
+                    curve.append({"step": step, "train_loss": sum(window) / len(window), "lr": lr_now})
+                    logger.log_metrics({loss_key: curve[-1]["train_loss"], lr_key: lr_now}, step)
+    finally:
+        bar.close()
+    tail = losses[-steps_per_epoch:]
+    return {"steps": step, "train_loss": sum(tail) / len(tail), "losses": losses, "curve": curve}
+
+
 def _labels_tensor(spec: TaskSpec, examples: Sequence[Example]) -> torch.Tensor:
     if spec.is_regression:
         return torch.tensor([float(ex.label) for ex in examples], dtype=torch.float32)
@@ -214,143 +293,205 @@ def _load_model(cfg: FinetuneConfig, spec: TaskSpec):
     )
 
 
-def _check_inputs(cfg: FinetuneConfig) -> None:
-    """Fail before any training when a task cannot run, rather than after the first one."""
+def _check_inputs(cfg: FinetuneConfig) -> dict[str, str]:
+    """Fail before any training when a task cannot run, rather than after the first one.
+
+    Returns the GLUE tasks that have no train split here (QNLI), with the reason:
+    they are skipped and reported as evaluation-only, not trained.
+    """
     if not Path(cfg.model_dir).is_dir():
         raise FileNotFoundError(
             f"{cfg.model_dir}: pretrained discriminator not found (run the pretrain stage first)"
         )
+    skipped: dict[str, str] = {}
     for task in cfg.tasks:
-        path = task_file(cfg.data_dir, task, "train")
-        if not path.is_file():
-            raise ValueError(
-                f"GLUE task {task!r} is evaluation-only here: {path} does not exist "
-                f"(its train split is not in the data); remove it from finetune.tasks"
-            )
+        if task == "qa":
+            files = [cfg.qa_file] + ([cfg.qa_dev_file] if cfg.qa_dev_file else [])
+        elif task == "ner":
+            files = [cfg.ner_train_file, cfg.ner_dev_file]
+        else:
+            path = task_file(cfg.data_dir, task, "train")
+            if not path.is_file():
+                skipped[task] = f"{path} does not exist: no train split, evaluation-only here"
+            continue
+        for file in files:
+            if not Path(file).is_file():
+                raise FileNotFoundError(f"{file}: data file for task {task!r} not found (finetune params)")
+    return skipped
 
 
-def _finetune_task(
-    cfg: FinetuneConfig, task: str, logger: MetricLogger, progress: bool, device: torch.device
+def qa_splits(cfg: FinetuneConfig) -> tuple[list, list, str]:
+    """QA train and dev examples, and how the dev set was made (said in the report)."""
+    from electra.qa import read_squad, split_by_article
+
+    examples = read_squad(cfg.qa_file)
+    if cfg.qa_dev_file:
+        return examples, read_squad(cfg.qa_dev_file), f"dev = {cfg.qa_dev_file}"
+    train, dev = split_by_article(examples, cfg.qa_dev_fraction, cfg.seed)
+    titles = len({ex.title for ex in dev})
+    return train, dev, (f"{cfg.qa_file} split by article (no article in both): {len(train)} train / "
+                        f"{len(dev)} dev questions, {titles} dev articles, seed {cfg.seed}")
+
+
+def ner_splits(cfg: FinetuneConfig) -> tuple[list, list, list[str]]:
+    """NER train and dev sentences and the label list (from the train file)."""
+    from electra.ner import label_list, read_conll
+
+    train = read_conll(cfg.ner_train_file)
+    dev = read_conll(cfg.ner_dev_file)
+    return train, dev, label_list(train)
+
+
+def _finetune_glue(
+    cfg: FinetuneConfig, task: str, seed: int, run_dir: Path, logger: MetricLogger, progress: bool,
+    device: torch.device,
 ) -> dict[str, Any]:
-    from tqdm.auto import tqdm
     from transformers import AutoTokenizer
 
     spec = get_task(task)
     settings = task_settings(cfg, task)
     started = time.perf_counter()
-    # Reseed per task so one task's result does not depend on which tasks ran before it.
-    seed_everything(cfg.seed)
+    # Reseed per task and seed so one run's result does not depend on which ran before it.
+    seed_everything(seed)
 
+    # The training subset is the same for every seed: the seeds measure fine-tuning noise.
     train = subsample(read_task(cfg.data_dir, task, "train"), settings["max_train_examples"], cfg.seed)
     if not train:
         raise ValueError(f"{task_file(cfg.data_dir, task, 'train')}: no training examples")
     tokenizer = AutoTokenizer.from_pretrained(cfg.model_dir)
-    features = encode(tokenizer, train, cfg.max_seq_length)
+    features = encode(tokenizer, train, settings["max_seq_length"])
     lengths = [len(f["input_ids"]) for f in features]
     labels = _labels_tensor(spec, train)
 
     model = _load_model(cfg, spec).to(device)
-    model.train()
-    groups = layerwise_lr_groups(model, settings["lr"], cfg.layer_decay, cfg.weight_decay)
-    head_group = max(range(len(groups)), key=lambda i: groups[i]["depth"])
-    optimizer = torch.optim.AdamW(groups, lr=settings["lr"], eps=cfg.adam_eps, betas=(0.9, 0.999))
-
-    steps_per_epoch = math.ceil(len(features) / cfg.batch_size)
-    total_steps = max(1, math.ceil(settings["epochs"] * steps_per_epoch))
-    warmup_steps = int(cfg.warmup_fraction * total_steps)
-    scheduler = linear_schedule(optimizer, warmup_steps, total_steps)
-    rng = np.random.default_rng(cfg.seed)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
-    losses: list[float] = []
-    step = 0
-    bar = tqdm(total=total_steps, desc=f"finetune {task}", disable=not progress, unit="step")
-    try:
-        while step < total_steps:
-            for batch_idx in length_grouped_batches(lengths, cfg.batch_size, rng):
-                if step >= total_steps:
-                    break
-                batch = collate([features[i] for i in batch_idx], pad_id)
-                batch = {k: v.to(device) for k, v in batch.items()}
-                batch_labels = labels[batch_idx].to(device)
-                loss = model(**batch, labels=batch_labels).loss
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"{task}: train loss became {loss.item()} at step {step + 1}")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
-                lr_now = optimizer.param_groups[head_group]["lr"]
-                optimizer.step()
-                scheduler.step()
-                step += 1
-                losses.append(loss.item())
-                bar.update(1)
-                bar.set_postfix(loss=f"{losses[-1]:.4f}")
-                if step % LOG_EVERY == 0 or step == total_steps:
-                    window = losses[-LOG_EVERY:]
-                    logger.log_metrics(
-                        {f"{task}.train_loss": sum(window) / len(window), f"{task}.lr": lr_now}, step
-                    )
-    finally:
-        bar.close()
+    def make_batch(idx: list[int]) -> dict[str, torch.Tensor]:
+        return {**collate([features[i] for i in idx], pad_id), "labels": labels[idx]}
 
-    # "Final" loss = mean over the last epoch's worth of steps: less noisy than one batch.
-    tail = losses[-steps_per_epoch:]
-    train_loss = sum(tail) / len(tail)
+    batch_size = settings["batch_size"]
+    trained = train_loop(
+        model, lengths, make_batch, lr=settings["lr"], layer_decay=cfg.layer_decay,
+        weight_decay=cfg.weight_decay, adam_eps=cfg.adam_eps, epochs=settings["epochs"], batch_size=batch_size,
+        warmup_fraction=cfg.warmup_fraction, seed=seed, device=device, logger=logger, name=task, progress=progress,
+    )
 
-    task_dir = Path(cfg.output_dir) / task
-    model_dir = task_dir / "model"
+    model_dir = run_dir / "model"
     model.eval()
     with atomic_dir(model_dir) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-    seconds = time.perf_counter() - started
-    result = {
-        "task": task,
+    return {
         "train_examples": len(train),
-        "steps": step,
+        "steps": trained["steps"],
         "epochs": settings["epochs"],
         "lr": settings["lr"],
-        "batch_size": cfg.batch_size,
-        "max_seq_length": cfg.max_seq_length,
-        "train_loss": train_loss,
-        "seconds": seconds,
+        "batch_size": batch_size,
+        "max_seq_length": settings["max_seq_length"],
+        "train_loss": trained["train_loss"],
+        "curve": trained["curve"],
+        "seconds": time.perf_counter() - started,
         "model_dir": str(model_dir),
         "num_labels": spec.num_labels,
-        "seed": cfg.seed,
-        "device": str(device),
     }
-    write_json(task_dir / "result.json", result)
-    return result
+
+
+def _finetune_qa(cfg: FinetuneConfig, seed: int, run_dir: Path, logger: MetricLogger, progress: bool,
+                 device: torch.device) -> dict[str, Any]:
+    from electra.qa import train_qa
+
+    settings = task_settings(cfg, "qa")
+    train, _, _ = qa_splits(cfg)
+    train = subsample(train, settings["max_train_examples"], cfg.seed)
+    result = train_qa(
+        cfg.model_dir, train, run_dir, lr=settings["lr"], layer_decay=cfg.layer_decay,
+        epochs=settings["epochs"], batch_size=settings["batch_size"], max_seq_length=settings["max_seq_length"],
+        doc_stride=cfg.doc_stride, warmup_fraction=cfg.warmup_fraction, weight_decay=cfg.weight_decay,
+        adam_eps=cfg.adam_eps, dropout=cfg.dropout, seed=seed, device=device, logger=logger,
+        log_prefix="", progress=progress,
+    )
+    return {**result, "epochs": settings["epochs"], "lr": settings["lr"], "batch_size": settings["batch_size"],
+            "max_seq_length": settings["max_seq_length"], "doc_stride": cfg.doc_stride}
+
+
+def _finetune_ner(cfg: FinetuneConfig, seed: int, run_dir: Path, logger: MetricLogger, progress: bool,
+                  device: torch.device) -> dict[str, Any]:
+    from electra.ner import train_ner
+
+    settings = task_settings(cfg, "ner")
+    train, _, labels = ner_splits(cfg)
+    train = subsample(train, settings["max_train_examples"], cfg.seed)
+    result = train_ner(
+        cfg.model_dir, train, labels, run_dir, lr=settings["lr"], layer_decay=cfg.layer_decay,
+        epochs=settings["epochs"], batch_size=settings["batch_size"], max_seq_length=settings["max_seq_length"],
+        warmup_fraction=cfg.warmup_fraction, weight_decay=cfg.weight_decay, adam_eps=cfg.adam_eps,
+        dropout=cfg.dropout, seed=seed, device=device, logger=logger, log_prefix="", progress=progress,
+    )
+    return {**result, "epochs": settings["epochs"], "lr": settings["lr"], "batch_size": settings["batch_size"],
+            "max_seq_length": settings["max_seq_length"]}
+
+
+def task_kind(task: str) -> str:
+    """``"glue"``, ``"qa"`` or ``"ner"``."""
+    return task if task in ("qa", "ner") else "glue"
+
+
+def seeds_of(cfg: FinetuneConfig) -> list[int]:
+    """The fine-tuning seeds: ``seed, seed + 1, ...`` (``seeds`` of them)."""
+    return [cfg.seed + i for i in range(cfg.seeds)]
 
 
 def finetune(cfg: FinetuneConfig, logger: MetricLogger | None = None, progress: bool = True) -> dict:
-    """Fine-tune the pretrained discriminator on every task in ``cfg.tasks``.
+    """Fine-tune the pretrained discriminator on every task in ``cfg.tasks``, once per seed.
 
-    Writes ``{output_dir}/{task}/model/`` (model + tokenizer, via ``save_pretrained``),
-    ``{output_dir}/{task}/result.json`` and ``{output_dir}/summary.json``. Logs
-    ``{task}.train_loss`` and ``{task}.lr`` to ``logger`` every few steps.
-    Raises ValueError before training anything if a task has no train split
-    (QNLI is evaluation-only here).
+    Writes ``{output_dir}/{task}/seed-{seed}/model/`` (model + tokenizer) and
+    ``.../result.json`` per run, ``{output_dir}/{task}/result.json`` (every seed's
+    result; ``model_dir`` = the first seed's model, the one registered: fixed in
+    advance, never the best on dev) and ``{output_dir}/summary.json``. Each (task,
+    seed) is a nested run under ``logger`` with its loss curve. GLUE tasks without
+    a train split (QNLI here) are skipped and listed in ``skipped``.
 
-    Returns ``{"tasks": {task: {"model_dir", "train_loss", "seconds"}}, "output_dir"}``.
+    Returns ``{"tasks": {task: {"model_dir", "train_loss", "seconds"}}, "skipped", "output_dir"}``.
     """
     logger = logger or NullLogger()
-    _check_inputs(cfg)
+    skipped = _check_inputs(cfg)
     device = resolve_device(cfg.device)
     output_dir = Path(cfg.output_dir)
+    train_fn = {"glue": None, "qa": _finetune_qa, "ner": _finetune_ner}
     tasks: dict[str, dict[str, Any]] = {}
-    result_paths: dict[str, str] = {}
     for task in cfg.tasks:
-        result = _finetune_task(cfg, task, logger, progress, device)
-        tasks[task] = {
-            "model_dir": result["model_dir"],
-            "train_loss": result["train_loss"],
-            "seconds": result["seconds"],
+        if task in skipped:
+            continue
+        runs: dict[str, dict[str, Any]] = {}
+        for seed in seeds_of(cfg):
+            run_dir = output_dir / task / f"seed-{seed}"
+            with logger.child(f"{task}/seed-{seed}", {"task": task, "seed": str(seed)}) as run_logger:
+                fn = train_fn[task_kind(task)]
+                if fn is None:
+                    result = _finetune_glue(cfg, task, seed, run_dir, run_logger, progress, device)
+                else:
+                    result = fn(cfg, seed, run_dir, run_logger, progress, device)
+            result = {"task": task, "seed": seed, "device": str(device), **result}
+            write_json(run_dir / "result.json", result)
+            runs[str(seed)] = result
+        first = runs[str(seeds_of(cfg)[0])]
+        summary = {
+            "task": task,
+            "kind": task_kind(task),
+            "seeds": seeds_of(cfg),
+            "model_dir": first["model_dir"],
+            "max_seq_length": first["max_seq_length"],
+            "train_loss": float(np.median([r["train_loss"] for r in runs.values()])),
+            "seconds": sum(r["seconds"] for r in runs.values()),
+            "runs": runs,
         }
-        result_paths[task] = str(output_dir / task / "result.json")
-    write_json(output_dir / "summary.json", {"tasks": list(cfg.tasks), "results": result_paths})
-    return {"tasks": tasks, "output_dir": str(output_dir)}
+        write_json(output_dir / task / "result.json", summary)
+        tasks[task] = {k: summary[k] for k in ("model_dir", "train_loss", "seconds")}
+    write_json(output_dir / "summary.json", {
+        "tasks": list(tasks), "skipped": skipped, "seeds": seeds_of(cfg),
+        "results": {t: str(output_dir / t / "result.json") for t in tasks},
+    })
+    return {"tasks": tasks, "skipped": skipped, "output_dir": str(output_dir)}
 
 
 def predict_loaded(

@@ -194,15 +194,6 @@ def read_task(data_dir: str | Path, task: str, split: str) -> list[Example]:
     return examples
 
 
-def _correlation(fn, predictions: np.ndarray, labels: np.ndarray) -> float:
-    # A constant vector has no correlation; scipy returns nan (and warns). Report 0,
-    # as sklearn does for MCC, so metrics.json stays valid JSON and comparable.
-    if predictions.size < 2 or np.ptp(predictions) == 0 or np.ptp(labels) == 0:
-        return 0.0
-    value = float(fn(predictions, labels)[0])
-    return value if math.isfinite(value) else 0.0
-
-
 def metrics(
     task: str, predictions: Sequence[float] | np.ndarray, labels: Sequence[float] | np.ndarray
 ) -> dict[str, float]:
@@ -214,8 +205,7 @@ def metrics(
     (positive class = paraphrase); STS-B ``pearson`` and ``spearman``. ``main`` is
     CoLA's mcc, STS-B's spearman, accuracy elsewhere. Values are fractions, not percent.
     """
-    from scipy import stats
-    from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+    from electra import metrics as m
 
     spec = get_task(task)
     preds = np.asarray(predictions)
@@ -235,16 +225,16 @@ def metrics(
 
     out: dict[str, float] = {}
     if spec.is_regression:
-        out["pearson"] = _correlation(stats.pearsonr, preds, gold)
-        out["spearman"] = _correlation(stats.spearmanr, preds, gold)
+        out["pearson"] = m.pearson(preds, gold)
+        out["spearman"] = m.spearman(preds, gold)
     else:
         preds = preds.astype(np.int64)
         gold = gold.astype(np.int64)
         if "accuracy" in spec.metric_names:
-            out["accuracy"] = float(accuracy_score(gold, preds))
+            out["accuracy"] = m.accuracy(gold, preds)
         if "f1" in spec.metric_names:
-            out["f1"] = float(f1_score(gold, preds, pos_label=1, zero_division=0.0))
+            out["f1"] = m.binary_f1(gold, preds, positive=1)
         if "mcc" in spec.metric_names:
-            out["mcc"] = float(matthews_corrcoef(gold, preds))
+            out["mcc"] = m.mcc(gold, preds)
     out["main"] = out[spec.main_metric]
     return out

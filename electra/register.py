@@ -22,6 +22,7 @@ import mlflow.pyfunc
 import yaml
 
 from electra.config import Params
+from electra.evaluate import headline_metrics
 from electra.files import read_json, write_json
 from electra.tracking import flatten, git_info
 
@@ -108,6 +109,55 @@ class DiscriminatorModel(mlflow.pyfunc.PythonModel):
         return pd.DataFrame(rows)
 
 
+class QuestionAnsweringModel(mlflow.pyfunc.PythonModel):
+    """MLflow pyfunc: (question, context) rows in, the extracted answer span out.
+
+    transformers 5 removed its question-answering pipeline, so the QA model ships
+    with our own windowing and span search (``electra.qa``), the code it was
+    evaluated with. Input: a DataFrame with ``question`` and ``context`` columns.
+    Output: one ``answer`` per row (a substring of its context).
+    """
+
+    def load_context(self, context) -> None:
+        from transformers import AutoTokenizer, ElectraForQuestionAnswering
+
+        folder = context.artifacts["model"]
+        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        self.model = ElectraForQuestionAnswering.from_pretrained(folder).eval()
+        self.settings = dict(context.model_config or {})
+
+    def predict(self, context, model_input, params=None):
+        import pandas as pd
+
+        from electra.qa import QAExample, predict_qa
+
+        examples = [QAExample(id=str(i), title="", context=str(row["context"]), question=str(row["question"]),
+                              answers=()) for i, row in enumerate(model_input.to_dict("records"))]
+        answers = predict_qa(self.model, self.tokenizer, examples, batch_size=16,
+                             max_seq_length=int(self.settings.get("max_seq_length", 384)),
+                             doc_stride=int(self.settings.get("doc_stride", 128)), device="cpu")
+        return pd.DataFrame({"answer": [answers.get(ex.id, "") for ex in examples]})
+
+
+def _log_qa_model(model_dir: str, run: dict, name: str):
+    """Log and register the QA model as a :class:`QuestionAnsweringModel` pyfunc."""
+    import pandas as pd
+    from mlflow.models import infer_signature
+
+    example = pd.DataFrame({"question": ["Who cooked the meal?"], "context": ["The chef cooked the meal."]})
+    return mlflow.pyfunc.log_model(
+        name="finetuned-qa",
+        python_model=QuestionAnsweringModel(),
+        artifacts={"model": model_dir},
+        model_config={"max_seq_length": run["max_seq_length"], "doc_stride": run.get("doc_stride", 128)},
+        signature=infer_signature(example, pd.DataFrame({"answer": ["The chef"]})),
+        input_example=example,
+        pip_requirements=_pip_requirements(),
+        code_paths=[str(Path(__file__).resolve().parent)],
+        registered_model_name=name,
+    )
+
+
 def _set_version_tags(client, name: str, version: str, tags: dict[str, str]) -> None:
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, str(value)[:5000])
@@ -165,7 +215,8 @@ def register(params: Params, progress: bool = True) -> dict:
         "gate.passed": str(passed).lower(),
         "gate.checks": "; ".join(f"{c['metric']} {c['rule']}: {c['value']} ({'ok' if c['passed'] else 'FAIL'})" for c in checks) or "none",
     }
-    flat_metrics = {k: v for k, v in flatten("", metrics).items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    flat_metrics = {k: v for k, v in flatten("", headline_metrics(metrics)).items()
+                    if isinstance(v, int | float) and not isinstance(v, bool)}
     mlflow.log_metrics({k: float(v) for k, v in flat_metrics.items() if len(k) < 250})
 
     # 1. The discriminator, as a pyfunc that loads back for replaced-token detection.
@@ -185,19 +236,33 @@ def register(params: Params, progress: bool = True) -> dict:
     )
     versions = {cfg.model_name: str(info.registered_model_version)}
 
-    # 2. Each fine-tuned model, with its tokenizer, as a transformers text classifier.
+    # 2. Each fine-tuned model (the first seed's: fixed in advance, never the best on dev),
+    #    with its tokenizer: a transformers pipeline of its kind, or the QA pyfunc.
+    task_metric_prefix: dict[str, str] = {}
     if cfg.register_finetuned:
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        import transformers
 
-        for task_dir in sorted(p for p in Path(cfg.finetune_dir).iterdir() if (p / "model").is_dir()):
-            task = task_dir.name
-            model = AutoModelForSequenceClassification.from_pretrained(task_dir / "model")
-            tokenizer = AutoTokenizer.from_pretrained(task_dir / "model")
+        from electra.finetune import task_kind
+
+        summary_path = Path(cfg.finetune_dir) / "summary.json"
+        trained = read_json(summary_path)["tasks"] if summary_path.is_file() else []
+        for task in trained:
+            kind = task_kind(task)
+            summary = read_json(Path(cfg.finetune_dir) / task / "result.json")
+            model_dir = summary["model_dir"]
             name = f"{cfg.task_model_prefix}{task}"
+            task_metric_prefix[name] = f"glue.{task}." if kind == "glue" else f"{task}."
+            if kind == "qa":
+                first_run = summary["runs"][str(summary["seeds"][0])]
+                versions[name] = str(_log_qa_model(model_dir, first_run, name).registered_model_version)
+                continue
+            auto_class, pipeline_task = _FLAVOURS[kind]
+            model = getattr(transformers, auto_class).from_pretrained(model_dir)
+            tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
             task_info = mlflow.transformers.log_model(
                 transformers_model={"model": model, "tokenizer": tokenizer},
                 name=f"finetuned-{task}",
-                task="text-classification",
+                task=pipeline_task,
                 pip_requirements=_pip_requirements(),
                 registered_model_name=name,
             )
@@ -206,8 +271,8 @@ def register(params: Params, progress: bool = True) -> dict:
     # 3. Tags first, aliases last: a crash before this point leaves no alias moved.
     aliases: dict[str, list[str]] = {}
     for name, version in versions.items():
-        task = name[len(cfg.task_model_prefix):] if name != cfg.model_name else None
-        task_metrics = {k: v for k, v in flat_metrics.items() if task and k.startswith(f"glue.{task}.")}
+        prefix = task_metric_prefix.get(name)
+        task_metrics = {k: v for k, v in flat_metrics.items() if prefix and k.startswith(prefix)}
         _set_version_tags(client, name, version, {**lineage, **gate_tags, **{f"metric.{k}": v for k, v in task_metrics.items()}})
         if name == cfg.model_name:
             _set_version_tags(client, name, version, {f"metric.{k}": v for k, v in flat_metrics.items()})
@@ -235,6 +300,14 @@ def register(params: Params, progress: bool = True) -> dict:
         "gate_passed": passed,
         "output_dir": cfg.output_dir,
     }
+
+
+# Fine-tuned model kind -> (transformers auto class, pipeline task for mlflow.transformers);
+# QA is logged as a pyfunc instead (transformers 5 has no question-answering pipeline).
+_FLAVOURS = {
+    "glue": ("AutoModelForSequenceClassification", "text-classification"),
+    "ner": ("AutoModelForTokenClassification", "token-classification"),
+}
 
 
 def _package_version(name: str) -> str:

@@ -56,7 +56,7 @@ def _finetune(params: Params, logger: MetricLogger, progress: bool) -> dict:
 def _evaluate(params: Params, logger: MetricLogger, progress: bool) -> dict:
     from electra.evaluate import evaluate
 
-    return evaluate(params.evaluate, tasks=list(params.finetune.tasks), logger=logger, progress=progress)
+    return evaluate(params.evaluate, params.finetune, logger=logger, progress=progress)
 
 
 def _register(params: Params, logger: MetricLogger, progress: bool) -> dict:

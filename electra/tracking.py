@@ -82,6 +82,10 @@ class MetricLogger(Protocol):
 
     def log_artifacts(self, local_dir: str, artifact_path: str) -> None: ...
 
+    def child(self, name: str, tags: Mapping[str, str] | None = None) -> contextlib.AbstractContextManager[MetricLogger]:
+        """A logger for one sub-run (a task and seed): a nested run where tracking has runs."""
+        ...
+
 
 class NullLogger:
     """A logger that drops everything (library calls made outside any tracking)."""
@@ -91,6 +95,10 @@ class NullLogger:
 
     def log_artifacts(self, local_dir: str, artifact_path: str) -> None:
         return None
+
+    @contextlib.contextmanager
+    def child(self, name: str, tags: Mapping[str, str] | None = None) -> Iterator[NullLogger]:
+        yield self
 
 
 class MlflowLogger:
@@ -105,6 +113,16 @@ class MlflowLogger:
         import mlflow
 
         mlflow.log_artifacts(local_dir, artifact_path=artifact_path)
+
+    @contextlib.contextmanager
+    def child(self, name: str, tags: Mapping[str, str] | None = None) -> Iterator[MlflowLogger]:
+        """A nested MLflow run under the active one (same experiment), active inside the block."""
+        import mlflow
+
+        parent = mlflow.active_run()
+        experiment_id = parent.info.experiment_id if parent else None
+        with mlflow.start_run(run_name=name, nested=True, experiment_id=experiment_id, tags=dict(tags or {})):
+            yield MlflowLogger()
 
 
 @contextlib.contextmanager

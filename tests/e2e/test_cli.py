@@ -47,8 +47,10 @@ def test_micro_pipeline_through_the_cli_registers_a_discriminator(tmp_path, mlfl
         assert tags.get(key), key
     assert tags["pretrain_run_id"] == results["pretrain"]["mlflow_run_id"]
     assert tags["profile"] == "micro"
-    for task in ("sst2", "mrpc"):
-        assert client.get_model_version_by_alias(f"electra-{task}", "challenger")
+    for task in ("sst2", "mrpc", "rte", "cola", "stsb", "qa", "ner"):
+        assert client.get_model_version_by_alias(f"electra-{task}", "challenger"), task
+    with pytest.raises(Exception):  # QNLI has no train split here: nothing to register
+        client.get_registered_model("electra-qnli")
 
     # Each stage is an MLflow run named after it, children of one pipeline run.
     stage_run = client.get_run(results["pretrain"]["mlflow_run_id"])
@@ -58,7 +60,15 @@ def test_micro_pipeline_through_the_cli_registers_a_discriminator(tmp_path, mlfl
     artifacts = {a.path for a in client.list_artifacts(stage_run.info.run_id)}
     assert {"discriminator", "generator"} <= artifacts
     evaluate_run = client.get_run(results["evaluate"]["mlflow_run_id"])
-    assert "glue.sst2.accuracy" in evaluate_run.data.metrics
+    for key in ("glue.sst2.accuracy", "glue.cola.mcc", "glue.stsb.spearman", "glue.score", "qa.f1", "ner.f1"):
+        assert key in evaluate_run.data.metrics, key
+    assert {"plots", "report"} <= {a.path for a in client.list_artifacts(evaluate_run.info.run_id)}
+    # One nested run per task and seed under the evaluate and finetune stage runs.
+    for stage in ("finetune", "evaluate"):
+        parent = results[stage]["mlflow_run_id"]
+        children = client.search_runs([evaluate_run.info.experiment_id],
+                                      filter_string=f"tags.mlflow.parentRunId = '{parent}'")
+        assert {r.info.run_name for r in children} == {f"{t}/seed-1234" for t in ("sst2", "mrpc", "rte", "cola", "stsb", "qa", "ner")}
 
     # The registered discriminator loads back and scores tokens.
     import mlflow.pyfunc
@@ -69,3 +79,9 @@ def test_micro_pipeline_through_the_cli_registers_a_discriminator(tmp_path, mlfl
     out = model.predict(pd.DataFrame({"text": ["the cat sat on the mat ."]}))
     probs = out.iloc[0]["replaced_probability"]
     assert len(probs) == len(out.iloc[0]["tokens"]) and all(0.0 <= p <= 1.0 for p in probs)
+
+    # The QA model (a pyfunc: transformers 5 has no QA pipeline) answers with a span of its context.
+    qa = mlflow.pyfunc.load_model("models:/electra-qa@challenger")
+    context = "The chef cooked the meal in the small kitchen."
+    answer = qa.predict(pd.DataFrame({"question": ["Who cooked the meal?"], "context": [context]})).iloc[0]["answer"]
+    assert answer and answer in context

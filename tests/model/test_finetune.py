@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
@@ -44,11 +45,24 @@ def _tiny_config(num_layers: int = 2):
 
 
 class RecordingLogger:
-    def __init__(self):
-        self.calls: list[tuple[dict, int | None]] = []
+    """Records metrics as (name-prefixed) calls; nested runs are named by ``child``."""
+
+    def __init__(self, prefix: str = "", calls=None, children=None, artifacts=None):
+        self.prefix = prefix
+        self.calls: list[tuple[dict, int | None]] = [] if calls is None else calls
+        self.children: list[tuple[str, dict]] = [] if children is None else children
+        self.artifacts: list[tuple[str, str]] = [] if artifacts is None else artifacts
 
     def log_metrics(self, metrics, step=None):
-        self.calls.append((dict(metrics), step))
+        self.calls.append(({f"{self.prefix}{k}": v for k, v in metrics.items()}, step))
+
+    def log_artifacts(self, local_dir, artifact_path):
+        self.artifacts.append((local_dir, artifact_path))
+
+    @contextlib.contextmanager
+    def child(self, name, tags=None):
+        self.children.append((name, dict(tags or {})))
+        yield RecordingLogger(f"{name}:", self.calls, self.children, self.artifacts)
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +84,7 @@ def finetuned(pretrained_dir, tmp_path_factory):
     cfg = FinetuneConfig(
         model_dir=str(pretrained_dir), data_dir=str(DATA / "glue"), output_dir=str(out),
         tasks=["sst2", "mrpc"], max_train_examples=64, epochs=1, batch_size=16,
-        max_seq_length=64, device="cpu", lr=1e-3,
+        max_seq_length=64, device="cpu", lr=1e-3, seeds=2,
         # the override wins over the global max_train_examples for mrpc
         task_overrides={"mrpc": TaskConfig(max_train_examples=48)},
     )
@@ -86,23 +100,31 @@ def test_finetune_outputs(finetuned):
     assert set(result["tasks"]) == {"sst2", "mrpc"}
     for task, expected_n in (("sst2", 64), ("mrpc", 48)):
         info = result["tasks"][task]
-        assert Path(info["model_dir"]) == out / task / "model"
+        # The registered model is the first seed's, fixed in advance (never the best on dev).
+        assert Path(info["model_dir"]) == out / task / "seed-1234" / "model"
         assert math.isfinite(info["train_loss"]) and info["seconds"] > 0
-        model_dir = out / task / "model"
-        assert (model_dir / "config.json").is_file()
-        assert (model_dir / "tokenizer.json").is_file()
-        saved = json.loads((out / task / "result.json").read_text())
-        assert saved["task"] == task and saved["train_examples"] == expected_n
-        assert saved["steps"] == math.ceil(expected_n / 16)
-        assert saved["train_loss"] == pytest.approx(info["train_loss"])
+        summary = json.loads((out / task / "result.json").read_text())
+        assert summary["seeds"] == [1234, 1235] and set(summary["runs"]) == {"1234", "1235"}
+        for seed in (1234, 1235):
+            model_dir = out / task / f"seed-{seed}" / "model"
+            assert (model_dir / "config.json").is_file()
+            assert (model_dir / "tokenizer.json").is_file()
+            saved = json.loads((out / task / f"seed-{seed}" / "result.json").read_text())
+            assert saved["task"] == task and saved["seed"] == seed and saved["train_examples"] == expected_n
+            assert saved["steps"] == math.ceil(expected_n / 16)
+            assert saved["curve"][-1]["step"] == saved["steps"]
+        losses = [summary["runs"][s]["train_loss"] for s in ("1234", "1235")]
+        assert losses[0] != losses[1]  # the seeds really differ
+        assert summary["train_loss"] == pytest.approx(np.median(losses))
     # No temporary build folders are left behind.
     assert not [p for p in out.rglob("*.tmp")]
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["tasks"] == ["sst2", "mrpc"]
+    assert summary["tasks"] == ["sst2", "mrpc"] and summary["skipped"] == {}
     assert summary["results"]["mrpc"].endswith("mrpc/result.json")
-    # The last step of each task is logged with its loss and lr.
+    # One nested run per task and seed, each with its loss and lr.
+    assert [name for name, _ in logger.children] == ["sst2/seed-1234", "sst2/seed-1235", "mrpc/seed-1234", "mrpc/seed-1235"]
     keys = {k for metrics, _ in logger.calls for k in metrics}
-    assert {"sst2.train_loss", "sst2.lr", "mrpc.train_loss", "mrpc.lr"} <= keys
+    assert {"sst2/seed-1234:train_loss", "sst2/seed-1234:lr", "mrpc/seed-1235:train_loss"} <= keys
     assert all(math.isfinite(v) for metrics, _ in logger.calls for v in metrics.values())
 
 
@@ -137,15 +159,16 @@ def test_regression_head_predict_shape(pretrained_dir, tmp_path):
     assert scores.shape == (5,) and np.isfinite(scores).all()
 
 
-def test_qnli_is_evaluation_only(pretrained_dir, tmp_path):
+def test_qnli_without_a_train_split_is_skipped_and_said_so(pretrained_dir, tmp_path):
     cfg = FinetuneConfig(
         model_dir=str(pretrained_dir), data_dir=str(DATA / "glue"), output_dir=str(tmp_path),
-        tasks=["sst2", "qnli"], device="cpu",
+        tasks=["qnli", "sst2"], device="cpu", max_train_examples=16, epochs=1, max_seq_length=32,
     )
-    with pytest.raises(ValueError, match="'qnli' is evaluation-only"):
-        finetune(cfg, progress=False)
-    # It fails before training anything.
-    assert not (tmp_path / "sst2").exists()
+    result = finetune(cfg, progress=False)
+    assert list(result["tasks"]) == ["sst2"]
+    assert "no train split" in result["skipped"]["qnli"] and "QNLI/train.tsv" in result["skipped"]["qnli"]
+    assert json.loads((tmp_path / "summary.json").read_text())["skipped"] == result["skipped"]
+    assert not (tmp_path / "qnli").exists()
 
 
 def test_layerwise_lr_groups_exact():
@@ -221,35 +244,53 @@ def test_subsample_and_overrides():
     assert [e.line for e in picked] == sorted(e.line for e in picked)  # file order kept
     assert subsample(examples, 200, seed=3) == examples
     cfg = FinetuneConfig(epochs=3, lr=1e-4, max_train_examples=500,
-                         task_overrides={"rte": TaskConfig(epochs=10, lr=5e-5)})
-    assert task_settings(cfg, "rte") == {"epochs": 10, "lr": 5e-5, "max_train_examples": 500}
-    assert task_settings(cfg, "sst2") == {"epochs": 3, "lr": 1e-4, "max_train_examples": 500}
+                         task_overrides={"rte": TaskConfig(epochs=10, lr=5e-5, max_seq_length=256)})
+    assert task_settings(cfg, "rte") == {"epochs": 10, "lr": 5e-5, "max_train_examples": 500,
+                                         "max_seq_length": 256, "batch_size": 32}
+    assert task_settings(cfg, "sst2") == {"epochs": 3, "lr": 1e-4, "max_train_examples": 500,
+                                          "max_seq_length": 128, "batch_size": 32}
 
 
-def test_evaluate_writes_metrics(finetuned, tmp_path, monkeypatch):
+def test_evaluate_writes_metrics_report_and_plots(finetuned, tmp_path, monkeypatch):
     cfg, _, _ = finetuned
     ecfg = EvaluateConfig(
         finetune_dir=cfg.output_dir, pretrain_dir=str(tmp_path / "pretrain"), data_dir=str(DATA),
         output_dir=str(tmp_path / "eval"), batch_size=16, max_eval_examples=40, device="cpu",
     )
     logger = RecordingLogger()
-    result = evaluate(ecfg, ["sst2", "mrpc"], logger=logger, progress=False, bias=False)
+    result = evaluate(ecfg, cfg, logger=logger, progress=False, bias=False)
     saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert saved == result
     assert "bias" not in saved
     glue = saved["glue"]
-    assert set(glue["sst2"]) == {"accuracy", "main"}
-    assert set(glue["mrpc"]) == {"accuracy", "f1", "main"}
+    sst2, mrpc = glue["sst2"], glue["mrpc"]
+    assert set(sst2["seeds"]) == {"1234", "1235"} and sst2["registered_seed"] == 1234
+    # Headline = median over seeds (of two: their mean), never the best seed.
+    per_seed = [sst2["seeds"][s]["accuracy"] for s in ("1234", "1235")]
+    assert sst2["accuracy"] == pytest.approx(np.median(per_seed))
+    assert sst2["spread"]["accuracy"]["min"] == min(per_seed) and sst2["spread"]["accuracy"]["n"] == 2
+    assert {"accuracy", "f1", "main"} <= set(mrpc) and mrpc["main"] == mrpc["accuracy"]
+    low, high = sst2["main_ci"]
+    assert low <= sst2["seeds"]["1234"]["main"] <= high and sst2["main_ci"] == sst2["seeds"]["1234"]["main_ci"]
     assert glue["score_tasks"] == ["sst2", "mrpc"]
-    assert glue["score"] == pytest.approx((glue["sst2"]["main"] + glue["mrpc"]["main"]) / 2)
-    rows = [json.loads(line) for line in (tmp_path / "eval" / "predictions" / "sst2.jsonl").open()]
+    assert glue["score"] == pytest.approx((sst2["main"] + mrpc["main"]) / 2)
+    rows = [json.loads(line) for line in (tmp_path / "eval" / "predictions" / "sst2" / "seed-1235.jsonl").open()]
     assert len(rows) == 40 and rows[0]["index"] == 0 and rows[0]["line"] == 2
     assert sum(rows[0]["probabilities"]) == pytest.approx(1.0)
-    accuracy = np.mean([r["prediction"] == r["label"] for r in rows])
-    assert glue["sst2"]["accuracy"] == pytest.approx(accuracy)
-    (logged, _), = logger.calls
-    assert logged["glue.sst2.accuracy"] == glue["sst2"]["accuracy"]
-    assert "glue.score" in logged and not any("score_tasks" in k for k in logged)
+    assert sst2["seeds"]["1235"]["accuracy"] == pytest.approx(np.mean([r["prediction"] == r["label"] for r in rows]))
+    confusion = np.asarray(sst2["seeds"]["1235"]["confusion"])
+    assert confusion.sum() == 40 and np.trace(confusion) / 40 == pytest.approx(sst2["seeds"]["1235"]["accuracy"])
+    # Report and plots, logged as artifacts; medians logged on the stage run, seeds nested.
+    report = (tmp_path / "eval" / "report" / "report.md").read_text()
+    assert "ELECTRA-Small-OWT" in report and "| this run |" in report
+    assert {p.name for p in (tmp_path / "eval" / "plots").glob("*.png")} >= {
+        "tasks.png", "confusion_sst2.png", "confusion_mrpc.png", "finetune_loss.png"}
+    assert {path for _, path in logger.artifacts} == {"plots", "report"}
+    assert [name for name, _ in logger.children] == ["sst2/seed-1234", "sst2/seed-1235", "mrpc/seed-1234", "mrpc/seed-1235"]
+    logged = logger.calls[-1][0]
+    assert logged["glue.sst2.accuracy"] == sst2["accuracy"]
+    assert "glue.score" in logged and not any("seeds" in k or "spread" in k or "score_tasks" in k for k in logged)
+    assert logger.calls[0][0]["sst2/seed-1234:accuracy"] == sst2["seeds"]["1234"]["accuracy"]
 
     # With bias on, the bias functions get the documented paths; stubbed here.
     calls = {}
@@ -257,11 +298,41 @@ def test_evaluate_writes_metrics(finetuned, tmp_path, monkeypatch):
     fake.crows_pairs = lambda **kw: calls.setdefault("crows", kw) and {"metric_score": 0.5}
     fake.eec = lambda **kw: calls.setdefault("eec", kw) and {"gender": {"mean_abs_gap": 0.1}}
     monkeypatch.setitem(sys.modules, "electra.bias", fake)
-    result = evaluate(ecfg, ["sst2"], logger=logger, progress=False)
+    result = evaluate(ecfg, cfg.model_copy(update={"tasks": ["sst2"]}), logger=logger, progress=False)
     assert result["bias"] == {"crows": {"metric_score": 0.5}, "eec": {"gender": {"mean_abs_gap": 0.1}}}
     assert calls["crows"]["generator_dir"] == f"{ecfg.pretrain_dir}/generator"
     assert calls["crows"]["csv_path"].endswith("bias/crows_pairs/crows_pairs_anonymized.csv")
-    assert calls["eec"]["model_dir"] == f"{cfg.output_dir}/sst2/model"
+    assert calls["eec"]["model_dir"] == f"{cfg.output_dir}/sst2/seed-1234/model"
     assert calls["eec"]["csv_path"].endswith("bias/eec/Equity-Evaluation-Corpus.csv")
     assert calls["eec"]["device"] == "cpu" and calls["crows"]["max_pairs"] is None
     assert logger.calls[-1][0]["bias.eec.gender.mean_abs_gap"] == 0.1
+
+
+def test_qa_and_ner_finetune_and_evaluate_with_the_same_protocol(pretrained_dir, tmp_path):
+    cfg = FinetuneConfig(
+        model_dir=str(pretrained_dir), data_dir=str(DATA / "glue"), output_dir=str(tmp_path / "ft"),
+        tasks=["qa", "ner"], epochs=1, batch_size=16, max_seq_length=64, doc_stride=24, device="cpu", lr=1e-3,
+        task_overrides={"qa": TaskConfig(max_seq_length=128, max_train_examples=32),
+                        "ner": TaskConfig(max_train_examples=48)},
+    )
+    result = finetune(cfg, progress=False)
+    assert set(result["tasks"]) == {"qa", "ner"}
+    qa_run = json.loads((tmp_path / "ft" / "qa" / "seed-1234" / "result.json").read_text())
+    assert qa_run["max_seq_length"] == 128 and qa_run["train_examples"] == 32 and qa_run["curve"]
+    ecfg = EvaluateConfig(finetune_dir=cfg.output_dir, pretrain_dir=str(tmp_path / "pretrain"), data_dir=str(DATA),
+                          output_dir=str(tmp_path / "eval"), batch_size=16, max_eval_examples=30, device="cpu")
+    metrics = evaluate(ecfg, cfg, progress=False, bias=False)
+    qa, ner = metrics["qa"], metrics["ner"]
+    assert 0.0 <= qa["exact_match"] <= qa["f1"] <= 1.0 and qa["main"] == qa["f1"]
+    assert "split by article" in qa["dev"] and qa["dev_examples"] == 30
+    assert 0.0 <= ner["f1"] <= 1.0 and ner["main"] == ner["f1"] and ner["dev_examples"] == 30
+    for section in (qa, ner):
+        low, high = section["main_ci"]
+        assert low <= section["main"] <= high
+    assert metrics["glue"]["score"] is None and metrics["glue"]["score_tasks"] == []
+    qa_rows = [json.loads(line) for line in (tmp_path / "eval" / "predictions" / "qa" / "seed-1234.jsonl").open()]
+    assert len(qa_rows) == 30 and all(set(r) >= {"id", "prediction", "answers", "f1"} for r in qa_rows)
+    ner_rows = [json.loads(line) for line in (tmp_path / "eval" / "predictions" / "ner" / "seed-1234.jsonl").open()]
+    assert all(len(r["prediction"]) == len(r["tokens"]) for r in ner_rows)
+    report = (tmp_path / "eval" / "report" / "report.md").read_text()
+    assert "## Extractive QA" in report and "## NER" in report
