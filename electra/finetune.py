@@ -262,6 +262,15 @@ def train_loop(
     return {"steps": step, "train_loss": sum(tail) / len(tail), "losses": losses, "curve": curve}
 
 
+def save_finetuned(model: torch.nn.Module, tokenizer: Any, folder: Path) -> Path:
+    """Save model + tokenizer to ``folder`` (eval mode), swapped into place only once complete."""
+    model.eval()
+    with atomic_dir(folder) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    return folder
+
+
 def _labels_tensor(spec: TaskSpec, examples: Sequence[Example]) -> torch.Tensor:
     if spec.is_regression:
         return torch.tensor([float(ex.label) for ex in examples], dtype=torch.float32)
@@ -376,11 +385,7 @@ def _finetune_glue(
         warmup_fraction=cfg.warmup_fraction, seed=seed, device=device, logger=logger, name=task, progress=progress,
     )
 
-    model_dir = run_dir / "model"
-    model.eval()
-    with atomic_dir(model_dir) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+    model_dir = save_finetuned(model, tokenizer, run_dir / "model")
     return {
         "train_examples": len(train),
         "steps": trained["steps"],

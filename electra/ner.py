@@ -31,8 +31,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from electra.files import atomic_dir
-from electra.finetune import seed_everything, train_loop
+from electra.finetune import save_finetuned, seed_everything, train_loop
 from electra.runtime import resolve_device
 from electra.tracking import MetricLogger, NullLogger
 
@@ -457,11 +456,7 @@ def train_ner(
         epochs=epochs, batch_size=batch_size, warmup_fraction=warmup_fraction, seed=seed, device=dev,
         logger=logger, name=log_prefix or "ner", progress=progress, log_prefix=log_prefix,
     )
-    saved_dir = Path(out_dir) / "model"
-    model.eval()
-    with atomic_dir(saved_dir) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+    saved_dir = save_finetuned(model, tokenizer, Path(out_dir) / "model")
     return {
         "train_sentences": len(train_sentences),
         "skipped_sentences": len(encoded) - len(features),

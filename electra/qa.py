@@ -39,8 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from electra.files import atomic_dir
-from electra.finetune import seed_everything, train_loop
+from electra.finetune import save_finetuned, seed_everything, train_loop
 from electra.runtime import resolve_device
 from electra.tracking import MetricLogger, NullLogger
 
@@ -634,11 +633,7 @@ def train_qa(
         epochs=epochs, batch_size=batch_size, warmup_fraction=warmup_fraction, seed=seed, device=dev,
         logger=logger, name=log_prefix or "qa", progress=progress, log_prefix=log_prefix,
     )
-    target = Path(out_dir) / "model"
-    model.eval()
-    with atomic_dir(target) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+    target = save_finetuned(model, tokenizer, Path(out_dir) / "model")
     return {
         "train_examples": len(train_examples),
         "train_features": len(features),
