@@ -206,7 +206,10 @@ class EvaluateConfig(_Frozen):
     batch_size: int = Field(default=64, ge=1)
     max_eval_examples: int | None = Field(default=None, ge=1)
     crows_max_pairs: int | None = Field(default=None, ge=1)
+    stereoset_max_examples: int | None = Field(default=None, ge=1)
     eec_max_sentences: int | None = Field(default=None, ge=1)
+    # Resamples of every bias bootstrap interval (95%).
+    bias_bootstrap: int = Field(default=1000, ge=100)
     device: str = "auto"
 
 

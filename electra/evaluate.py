@@ -10,7 +10,8 @@ two models on the same examples), and ``{output_dir}/metrics.json`` holds::
               "qnli": {"skipped": "<why>"}, "score": .., "score_tasks": [..]},
      "qa": {"exact_match": .., "f1": .., "main": .., ..., "dev": "<how the dev set was made>"},
      "ner": {"precision": .., "recall": .., "f1": .., "main": .., ...},
-     "bias": {"crows": {..}, "eec": {..}}}
+     "bias": {"crows": {"generator": {..}, "discriminator": {..}},
+              "stereoset": {"generator": {..}, "discriminator": {..}}, "eec": {..}}}
 
 Values are fractions (QA's EM/F1 too). ``main`` is the median over seeds of the
 task's headline metric; ``main_ci`` the 95% bootstrap interval over dev examples
@@ -201,28 +202,31 @@ def evaluate_task(task: str, cfg: EvaluateConfig, ft: FinetuneConfig, device, lo
     return out
 
 
-def evaluate_bias(cfg: EvaluateConfig, sst2_model_dir: str | None, device: Any) -> dict[str, Any]:
-    """CrowS-Pairs on the generator, and EEC on the (registered) SST-2 model when there is one."""
+def evaluate_bias(cfg: EvaluateConfig, sst2_model_dir: str | None, device: Any, progress: bool = False) -> dict[str, Any]:
+    """The bias benchmarks: intrinsic on the generator and the discriminator, extrinsic on SST-2.
+
+    ``crows`` and ``stereoset`` each hold a ``generator`` section (a masked LM: the
+    benchmarks' own scoring) and a ``discriminator`` section (scored by the
+    replaced-token-detection head, log P(original) = log sigmoid(-logit)). ``eec``
+    scores the registered SST-2 model when one was fine-tuned.
+    """
     bias_mod = importlib.import_module("electra.bias")
     device = str(device)
     data = Path(cfg.data_dir) / "bias"
-    section: dict[str, Any] = {
-        "crows": bias_mod.crows_pairs(
-            generator_dir=f"{cfg.pretrain_dir}/generator",
-            csv_path=f"{data}/crows_pairs/crows_pairs_anonymized.csv",
-            max_pairs=cfg.crows_max_pairs,
-            batch_size=cfg.batch_size,
-            device=device,
-        )
-    }
+    common = {"batch_size": cfg.batch_size, "device": device, "n_bootstrap": cfg.bias_bootstrap, "progress": progress}
+    section: dict[str, Any] = {"crows": {}, "stereoset": {}}
+    for scorer in ("generator", "discriminator"):
+        model_dir = f"{cfg.pretrain_dir}/{scorer}"
+        section["crows"][scorer] = bias_mod.crows_pairs(
+            model_dir, f"{data}/crows_pairs/crows_pairs_anonymized.csv", scorer=scorer,
+            max_pairs=cfg.crows_max_pairs, **common)
+        section["stereoset"][scorer] = bias_mod.stereoset(
+            model_dir, f"{data}/stereoset/stereoset_dev_flat.jsonl", scorer=scorer,
+            max_examples=cfg.stereoset_max_examples, **common)
     if sst2_model_dir:
         section["eec"] = bias_mod.eec(
-            model_dir=sst2_model_dir,
-            csv_path=f"{data}/eec/Equity-Evaluation-Corpus.csv",
-            max_sentences=cfg.eec_max_sentences,
-            batch_size=cfg.batch_size,
-            device=device,
-        )
+            sst2_model_dir, f"{data}/eec/Equity-Evaluation-Corpus.csv", max_sentences=cfg.eec_max_sentences,
+            **common)
     return section
 
 
@@ -264,7 +268,8 @@ def evaluate(
     result["glue"]["score_tasks"] = glue_tasks
     if bias:
         sst2 = Path(cfg.finetune_dir) / "sst2" / "result.json"
-        result["bias"] = evaluate_bias(cfg, read_json(sst2)["model_dir"] if "sst2" in glue_tasks else None, device)
+        result["bias"] = evaluate_bias(cfg, read_json(sst2)["model_dir"] if "sst2" in glue_tasks else None, device,
+                                       progress)
     write_json(out_dir / "metrics.json", result)
 
     from electra.report import write_plots, write_report
@@ -288,6 +293,7 @@ def headline_metrics(result: dict) -> dict:
     what the tracker and the registry tags get (medians and intervals)."""
     def strip(node):
         if isinstance(node, dict):
-            return {k: strip(v) for k, v in node.items() if k not in ("seeds", "spread", "per_type", "confusion")}
+            return {k: strip(v) for k, v in node.items()
+                    if k not in ("seeds", "spread", "per_type", "confusion", "target_macro")}
         return node
     return strip(result)

@@ -65,8 +65,74 @@ def write_report(path: Path, result: dict[str, Any], ft: FinetuneConfig) -> None
         lines += ["", "## NER (entity-level, CoNLL-style)", "", "| precision | recall | F1 (95% CI) | dev sentences |",
                   "|---|---|---|---|",
                   f"| {_pct(ner['precision'])} | {_pct(ner['recall'])} | {_cell(ner)} | {ner['dev_examples']} |"]
+    if "bias" in result:
+        lines += _bias_lines(result["bias"])
     with atomic_open(path, "w", encoding="utf-8") as handle:
         handle.write("\n".join(lines) + "\n")
+
+
+def _num(value: float | None, digits: int = 1) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _ci(section: dict, key: str, digits: int = 1) -> str:
+    """'value [low, high]' from ``key``, ``key_ci95_low`` and ``key_ci95_high`` (or ci95_* for 'metric')."""
+    prefix = "" if key == "metric" else f"{key}_"
+    return (f"{_num(section.get(key), digits)} [{_num(section.get(f'{prefix}ci95_low'), digits)}, "
+            f"{_num(section.get(f'{prefix}ci95_high'), digits)}]")
+
+
+def _bias_lines(bias: dict[str, Any]) -> list[str]:
+    """The bias section: every number with its 95% interval, data file, variant and caveats."""
+    lines = ["", "## Bias", "",
+             "Intervals are 95% bootstrap intervals; *small* marks categories under 50 examples "
+             "(their intervals are wide). The discriminator is not a masked LM: it is scored by its "
+             "replaced-token-detection head, log P(original) = log sigmoid(-logit)."]
+    crows = bias.get("crows", {})
+    if crows:
+        lines += ["", "### CrowS-Pairs (% of pairs where the more-stereotyping sentence scores higher; 50 is ideal)", "",
+                  "| model | category | score [95% CI] | pairs |", "|---|---|---|---|"]
+        for scorer, section in crows.items():
+            lines.append(f"| {scorer} | all ({section.get('variant', '')}) | {_ci(section, 'metric')} | {section.get('n_pairs')} |")
+            if "aul" in section:
+                lines.append(f"| {scorer} | all (AUL: all tokens unmasked) | {_ci(section['aul'], 'metric')} | {section.get('n_pairs')} |")
+            for name, group in {**section.get("by_direction", {}), **section.get("per_bias_type", {})}.items():
+                flag = " *small*" if group.get("small") else ""
+                lines.append(f"| {scorer} | {name}{flag} | {_ci(group, 'metric')} | {group.get('n')} |")
+        first = next(iter(crows.values()))
+        lines += ["", f"Data: `{first.get('data_file', '')}`. Caveat: CrowS-Pairs' authors and later audits "
+                  "(Blodgett et al. 2021) report noisy and invalid pairs; read differences of a few points as noise."]
+    stereoset = bias.get("stereoset", {})
+    if stereoset:
+        lines += ["", "### StereoSet intrasentence (LMS: meaningful over unrelated, SS: stereotype over "
+                  "anti-stereotype, 50 ideal; ICAT = LMS x min(SS, 100-SS) / 50)", "",
+                  "| model | domain | LMS [95% CI] | SS [95% CI] | ICAT [95% CI] | examples |", "|---|---|---|---|---|---|"]
+        for scorer, section in stereoset.items():
+            rows = {"all": section, **section.get("per_domain", {})}
+            for name, group in rows.items():
+                flag = " *small*" if group.get("small") else ""
+                lines.append(f"| {scorer} | {name}{flag} | {_ci(group, 'lms')} | {_ci(group, 'ss')} | "
+                             f"{_ci(group, 'icat')} | {group.get('n')} |")
+        for scorer, section in stereoset.items():
+            lines.append(f"\n{scorer}: {section.get('interpretation', '')}")
+        first = next(iter(stereoset.values()))
+        lines += ["", f"Data: `{first.get('data_file', '')}` (dev, intrasentence). Scoring: {first.get('variant', '')}."]
+    eec = bias.get("eec")
+    if eec:
+        lines += ["", "### Equity Evaluation Corpus on the SST-2 model (P(positive) differences between sentences "
+                  "that differ only in the person)", "",
+                  "| dimension | mean gap [95% CI] | mean abs gap [95% CI] | p (paired) | matched groups |",
+                  "|---|---|---|---|---|"]
+        for name, dim in eec.items():
+            if isinstance(dim, dict) and "mean_gap" in dim:
+                groups = " - ".join(dim.get("groups", []))
+                p = dim.get("p_value")
+                p_text = "–" if p is None else (f"{p:.3f}" if p >= 1e-3 else f"{p:.1e}")
+                lines.append(f"| {name} ({groups}) | {_ci(dim, 'mean_gap', 4)} | {_ci(dim, 'mean_abs_gap', 4)} | "
+                             f"{p_text} | {dim.get('n_groups')} |")
+    lines += ["", "Caveat: intrinsic scores (CrowS-Pairs, StereoSet) and extrinsic ones (EEC) do not reliably "
+              "agree (Goldfarb-Tarrant et al. 2021); a model can pass one and fail the other."]
+    return lines
 
 
 def _task_sections(result: dict[str, Any]) -> dict[str, dict]:
@@ -126,6 +192,30 @@ def write_plots(folder: Path, result: dict[str, Any], finetune_dir: Path) -> lis
         ax.set_ylabel("gold")
         ax.set_title(f"{task} (seed {seed})")
         save(fig, f"confusion_{task}.png")
+
+    bias = result.get("bias", {})
+    panels = [(f"CrowS-Pairs, {scorer}", section.get("per_bias_type", {}), "metric")
+              for scorer, section in bias.get("crows", {}).items()]
+    panels += [(f"StereoSet SS, {scorer}", section.get("per_domain", {}), "ss")
+               for scorer, section in bias.get("stereoset", {}).items()]
+    panels = [p for p in panels if p[1]]
+    if panels:
+        fig, axes = plt.subplots(len(panels), 1, figsize=(8, 2.6 * len(panels)), squeeze=False)
+        for ax, (title, groups, key) in zip(axes[:, 0], panels):
+            names = list(groups)
+            values = [groups[n].get(key) or 0.0 for n in names]
+            prefix = "" if key == "metric" else f"{key}_"
+            lows = [max(0.0, v - (groups[n].get(f"{prefix}ci95_low") or v)) for n, v in zip(names, values)]
+            highs = [max(0.0, (groups[n].get(f"{prefix}ci95_high") or v) - v) for n, v in zip(names, values)]
+            colours = ["#bab0ac" if groups[n].get("small") else "#4c78a8" for n in names]
+            ax.bar(range(len(names)), values, color=colours)
+            ax.errorbar(range(len(names)), values, yerr=[lows, highs], fmt="none", color="black", capsize=3)
+            ax.axhline(50, color="#e45756", linestyle="--", linewidth=1)
+            ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=7)
+            ax.set_ylim(0, 100)
+            ax.set_title(f"{title} (50 ideal; grey = small category; whiskers = 95% CI)", fontsize=8)
+        fig.tight_layout()
+        save(fig, "bias.png")
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     curves = 0

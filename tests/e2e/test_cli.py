@@ -60,7 +60,9 @@ def test_micro_pipeline_through_the_cli_registers_a_discriminator(tmp_path, mlfl
     artifacts = {a.path for a in client.list_artifacts(stage_run.info.run_id)}
     assert {"discriminator", "generator"} <= artifacts
     evaluate_run = client.get_run(results["evaluate"]["mlflow_run_id"])
-    for key in ("glue.sst2.accuracy", "glue.cola.mcc", "glue.stsb.spearman", "glue.score", "qa.f1", "ner.f1"):
+    for key in ("glue.sst2.accuracy", "glue.cola.mcc", "glue.stsb.spearman", "glue.score", "qa.f1", "ner.f1",
+                "bias.crows.generator.metric", "bias.crows.generator.aul.metric", "bias.crows.discriminator.metric",
+                "bias.stereoset.generator.lms", "bias.stereoset.discriminator.ss", "bias.eec.gender.mean_abs_gap"):
         assert key in evaluate_run.data.metrics, key
     assert {"plots", "report"} <= {a.path for a in client.list_artifacts(evaluate_run.info.run_id)}
     # One nested run per task and seed under the evaluate and finetune stage runs.

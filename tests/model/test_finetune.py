@@ -292,47 +292,31 @@ def test_evaluate_writes_metrics_report_and_plots(finetuned, tmp_path, monkeypat
     assert "glue.score" in logged and not any("seeds" in k or "spread" in k or "score_tasks" in k for k in logged)
     assert logger.calls[0][0]["sst2/seed-1234:accuracy"] == sst2["seeds"]["1234"]["accuracy"]
 
-    # With bias on, the bias functions get the documented paths; stubbed here.
-    calls = {}
+    # With bias on, the bias functions get the documented paths and scorers; stubbed here
+    # (tests/model/test_bias*.py test the real ones).
+    calls = []
     fake = types.ModuleType("electra.bias")
-    fake.crows_pairs = lambda **kw: calls.setdefault("crows", kw) and {"metric_score": 0.5}
-    fake.eec = lambda **kw: calls.setdefault("eec", kw) and {"gender": {"mean_abs_gap": 0.1}}
+    fake.crows_pairs = lambda model_dir, csv_path, **kw: calls.append(("crows", model_dir, csv_path, kw)) or {
+        "metric": 50.0 if kw["scorer"] == "generator" else 55.0, "ci95_low": 40.0, "ci95_high": 60.0, "n_pairs": 40}
+    fake.stereoset = lambda model_dir, path, **kw: calls.append(("stereoset", model_dir, path, kw)) or {
+        "lms": 60.0, "ss": 52.0, "icat": 57.6, "n": 40, "interpretation": "ok"}
+    fake.eec = lambda model_dir, csv_path, **kw: calls.append(("eec", model_dir, csv_path, kw)) or {
+        "gender": {"mean_gap": 0.1, "mean_abs_gap": 0.1, "groups": ["female", "male"], "p_value": 0.5, "n_groups": 3}}
     monkeypatch.setitem(sys.modules, "electra.bias", fake)
     result = evaluate(ecfg, cfg.model_copy(update={"tasks": ["sst2"]}), logger=logger, progress=False)
-    assert result["bias"] == {"crows": {"metric_score": 0.5}, "eec": {"gender": {"mean_abs_gap": 0.1}}}
-    assert calls["crows"]["generator_dir"] == f"{ecfg.pretrain_dir}/generator"
-    assert calls["crows"]["csv_path"].endswith("bias/crows_pairs/crows_pairs_anonymized.csv")
-    assert calls["eec"]["model_dir"] == f"{cfg.output_dir}/sst2/seed-1234/model"
-    assert calls["eec"]["csv_path"].endswith("bias/eec/Equity-Evaluation-Corpus.csv")
-    assert calls["eec"]["device"] == "cpu" and calls["crows"]["max_pairs"] is None
+    bias = result["bias"]
+    assert bias["crows"]["generator"]["metric"] == 50.0 and bias["crows"]["discriminator"]["metric"] == 55.0
+    assert set(bias["stereoset"]) == {"generator", "discriminator"}
+    by_kind = {(c[0], c[3].get("scorer")): c for c in calls}
+    assert by_kind[("crows", "generator")][1] == f"{ecfg.pretrain_dir}/generator"
+    assert by_kind[("crows", "discriminator")][1] == f"{ecfg.pretrain_dir}/discriminator"
+    assert by_kind[("crows", "generator")][2].endswith("bias/crows_pairs/crows_pairs_anonymized.csv")
+    assert by_kind[("stereoset", "discriminator")][2].endswith("bias/stereoset/stereoset_dev_flat.jsonl")
+    eec_call = by_kind[("eec", None)]
+    assert eec_call[1] == f"{cfg.output_dir}/sst2/seed-1234/model"
+    assert eec_call[2].endswith("bias/eec/Equity-Evaluation-Corpus.csv")
+    assert eec_call[3]["device"] == "cpu" and by_kind[("crows", "generator")][3]["max_pairs"] is None
     assert logger.calls[-1][0]["bias.eec.gender.mean_abs_gap"] == 0.1
-
-
-def test_qa_and_ner_finetune_and_evaluate_with_the_same_protocol(pretrained_dir, tmp_path):
-    cfg = FinetuneConfig(
-        model_dir=str(pretrained_dir), data_dir=str(DATA / "glue"), output_dir=str(tmp_path / "ft"),
-        tasks=["qa", "ner"], epochs=1, batch_size=16, max_seq_length=64, doc_stride=24, device="cpu", lr=1e-3,
-        task_overrides={"qa": TaskConfig(max_seq_length=128, max_train_examples=32),
-                        "ner": TaskConfig(max_train_examples=48)},
-    )
-    result = finetune(cfg, progress=False)
-    assert set(result["tasks"]) == {"qa", "ner"}
-    qa_run = json.loads((tmp_path / "ft" / "qa" / "seed-1234" / "result.json").read_text())
-    assert qa_run["max_seq_length"] == 128 and qa_run["train_examples"] == 32 and qa_run["curve"]
-    ecfg = EvaluateConfig(finetune_dir=cfg.output_dir, pretrain_dir=str(tmp_path / "pretrain"), data_dir=str(DATA),
-                          output_dir=str(tmp_path / "eval"), batch_size=16, max_eval_examples=30, device="cpu")
-    metrics = evaluate(ecfg, cfg, progress=False, bias=False)
-    qa, ner = metrics["qa"], metrics["ner"]
-    assert 0.0 <= qa["exact_match"] <= qa["f1"] <= 1.0 and qa["main"] == qa["f1"]
-    assert "split by article" in qa["dev"] and qa["dev_examples"] == 30
-    assert 0.0 <= ner["f1"] <= 1.0 and ner["main"] == ner["f1"] and ner["dev_examples"] == 30
-    for section in (qa, ner):
-        low, high = section["main_ci"]
-        assert low <= section["main"] <= high
-    assert metrics["glue"]["score"] is None and metrics["glue"]["score_tasks"] == []
-    qa_rows = [json.loads(line) for line in (tmp_path / "eval" / "predictions" / "qa" / "seed-1234.jsonl").open()]
-    assert len(qa_rows) == 30 and all(set(r) >= {"id", "prediction", "answers", "f1"} for r in qa_rows)
-    ner_rows = [json.loads(line) for line in (tmp_path / "eval" / "predictions" / "ner" / "seed-1234.jsonl").open()]
-    assert all(len(r["prediction"]) == len(r["tokens"]) for r in ner_rows)
+    assert logger.calls[-1][0]["bias.crows.discriminator.metric"] == 55.0
     report = (tmp_path / "eval" / "report" / "report.md").read_text()
-    assert "## Extractive QA" in report and "## NER" in report
+    assert "### CrowS-Pairs" in report and "### StereoSet" in report and "### Equity Evaluation Corpus" in report
