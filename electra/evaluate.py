@@ -98,13 +98,10 @@ def _confusion(gold: np.ndarray, pred: np.ndarray, k: int) -> list[list[int]]:
 
 
 def _qa_run(run: dict, examples: list, cfg: EvaluateConfig, ft: FinetuneConfig, device, seed: int) -> tuple[dict, list]:
-    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
-
     from electra.qa import predict_qa, squad_metrics
 
-    tokenizer = AutoTokenizer.from_pretrained(run["model_dir"])
-    model = AutoModelForQuestionAnswering.from_pretrained(run["model_dir"]).to(device)
-    predictions = predict_qa(model, tokenizer, examples, batch_size=cfg.batch_size,
+    # From the folder: predict_qa loads the model and the tokenizer saved with it.
+    predictions = predict_qa(run["model_dir"], None, examples, batch_size=cfg.batch_size,
                              max_seq_length=run["max_seq_length"], doc_stride=run.get("doc_stride", ft.doc_stride),
                              device=device, version_2=ft.qa_version_2)
     result = squad_metrics(examples, predictions)

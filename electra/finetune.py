@@ -126,6 +126,13 @@ def length_grouped_batches(
     return [batches[i] for i in perm]
 
 
+def longest_first_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Prediction batches (index lists) in decreasing length, so each needs little padding;
+    callers put the outputs back in input order by index."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
 _LAYER_RE = re.compile(r"(?:^|\.)encoder\.layer\.(\d+)\.")
 
 
@@ -462,7 +469,6 @@ def finetune(cfg: FinetuneConfig, logger: MetricLogger | None = None, progress: 
     skipped = _check_inputs(cfg)
     device = resolve_device(cfg.device)
     output_dir = Path(cfg.output_dir)
-    train_fn = {"glue": None, "qa": _finetune_qa, "ner": _finetune_ner}
     tasks: dict[str, dict[str, Any]] = {}
     for task in cfg.tasks:
         if task in skipped:
@@ -471,11 +477,13 @@ def finetune(cfg: FinetuneConfig, logger: MetricLogger | None = None, progress: 
         for seed in seeds_of(cfg):
             run_dir = output_dir / task / f"seed-{seed}"
             with logger.child(f"{task}/seed-{seed}", {"task": task, "seed": str(seed)}) as run_logger:
-                fn = train_fn[task_kind(task)]
-                if fn is None:
+                kind = task_kind(task)
+                if kind == "glue":
                     result = _finetune_glue(cfg, task, seed, run_dir, run_logger, progress, device)
+                elif kind == "qa":
+                    result = _finetune_qa(cfg, seed, run_dir, run_logger, progress, device)
                 else:
-                    result = fn(cfg, seed, run_dir, run_logger, progress, device)
+                    result = _finetune_ner(cfg, seed, run_dir, run_logger, progress, device)
             result = {"task": task, "seed": seed, "device": str(device), **result}
             write_json(run_dir / "result.json", result)
             runs[str(seed)] = result
@@ -513,16 +521,13 @@ def predict_loaded(
     if not examples:
         return np.zeros((0,) if regression else (0, num_labels), dtype=np.float32)
     features = encode(tokenizer, examples, max_seq_length)
-    # Longest first, so batches need little padding; outputs are put back in input order.
-    order = sorted(range(len(features)), key=lambda i: -len(features[i]["input_ids"]))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     out = np.zeros((len(features), num_labels), dtype=np.float32)
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            for start in range(0, len(order), batch_size):
-                idx = order[start : start + batch_size]
+            for idx in longest_first_batches([len(f["input_ids"]) for f in features], batch_size):
                 batch = {k: v.to(device) for k, v in collate([features[i] for i in idx], pad_id).items()}
                 logits = model(**batch).logits.float().cpu().numpy()
                 out[idx] = logits

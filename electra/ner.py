@@ -19,7 +19,6 @@ a gold entity exactly.
 
 from __future__ import annotations
 
-import math
 import re
 import time
 from collections import Counter
@@ -28,10 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import numpy as np
 import torch
 
-from electra.finetune import save_finetuned, seed_everything, train_loop
+from electra.finetune import longest_first_batches, save_finetuned, seed_everything, train_loop
 from electra.runtime import resolve_device
 from electra.tracking import MetricLogger, NullLogger
 
@@ -423,7 +421,6 @@ def train_ner(
     ``labels`` and ``skipped_sentences`` (sentences with no word piece left to
     label, which cannot contribute to the loss).
     """
-    from tqdm.auto import tqdm
     from transformers import AutoTokenizer
 
     started = time.perf_counter()
@@ -496,16 +493,13 @@ def predict_ner(
     dev = resolve_device(device)
     id2label = {int(k): v for k, v in model.config.id2label.items()}
     features = encode(tokenizer, sentences, None, max_seq_length)
-    # Longest first so that each batch needs little padding; results go back by index.
-    order = sorted(range(len(features)), key=lambda i: -len(features[i]["input_ids"]))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     predictions: list[list[str]] = [[OUTSIDE] * len(s.tokens) for s in sentences]
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            for start in range(0, len(order), batch_size):
-                idx = order[start : start + batch_size]
+            for idx in longest_first_batches([len(f["input_ids"]) for f in features], batch_size):
                 batch = {k: v.to(dev) for k, v in collate([features[i] for i in idx], pad_id).items()}
                 logits = model(**batch).logits  # (B, T, num_labels)
                 best = logits.argmax(dim=-1).cpu().tolist()  # (B, T)

@@ -31,7 +31,7 @@ import math
 import re
 import string
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from electra.finetune import save_finetuned, seed_everything, train_loop
+from electra.finetune import longest_first_batches, save_finetuned, seed_everything, train_loop
 from electra.runtime import resolve_device
 from electra.tracking import MetricLogger, NullLogger
 
@@ -599,7 +599,6 @@ def train_qa(
     over the last epoch's worth of steps), "losses" (the logged window means),
     "seconds", "model_dir"}``.
     """
-    from tqdm.auto import tqdm
     from transformers import AutoTokenizer, ElectraForQuestionAnswering
 
     logger = logger or NullLogger()
@@ -644,13 +643,6 @@ def train_qa(
         "seconds": time.perf_counter() - started,
         "model_dir": str(target),
     }
-
-
-def _batches_longest_first(lengths: Sequence[int], batch_size: int) -> Iterator[list[int]]:
-    """Index batches in decreasing length, so that each batch needs little padding."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    for start in range(0, len(order), batch_size):
-        yield order[start : start + batch_size]
 
 
 def predict_qa(
@@ -701,7 +693,7 @@ def predict_qa(
     model.eval()
     try:
         with torch.no_grad():
-            for idx in _batches_longest_first(lengths, batch_size):
+            for idx in longest_first_batches(lengths, batch_size):
                 batch = {k: v.to(dev) for k, v in collate([features[i] for i in idx], pad_id).items()}
                 out = model(**batch)
                 starts = out.start_logits.float().cpu().numpy()  # (batch, width)
