@@ -124,6 +124,55 @@ def run_all(
     typer.echo(json.dumps(results, indent=2, default=str))
 
 
+def _registry(params_file: str, profile: str | None, overrides: list[str] | None) -> None:
+    """Point MLflow at the tracking store the params name (env var, params, embedded sqlite)."""
+    from electra.tracking import configure
+
+    _defaults_for_embedded_services()
+    configure(_load(params_file, profile, overrides).tracking)
+
+
+@app.command("promote")
+def promote_command(
+    model: Annotated[str, typer.Option("--model", help="Registered model name, e.g. electra-sst2.")],
+    version: Annotated[int, typer.Option("--version", help="The version to make champion.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (recorded as a tag on the version).")],
+    profile: ProfileOpt = None,
+    set_: SetOpt = None,
+    params: ParamsOpt = "params.yaml",
+) -> None:
+    """Move the `champion` alias to a version by hand; the reason, time and user are recorded."""
+    from electra.register import promote
+
+    _registry(params, profile, set_)
+    try:
+        result = promote(model, version, reason)
+    except Exception as exc:  # MLflow's errors (unknown model or version) are reported, not traced
+        typer.echo(f"error: promote {model} version {version}: {exc}", err=True)
+        raise typer.Exit(code=1) from None
+    typer.echo(json.dumps(result, indent=2))
+
+
+@app.command("rollback")
+def rollback_command(
+    model: Annotated[str, typer.Option("--model", help="Registered model name, e.g. electra-sst2.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (recorded as a tag).")] = "rollback",
+    profile: ProfileOpt = None,
+    set_: SetOpt = None,
+    params: ParamsOpt = "params.yaml",
+) -> None:
+    """Move `champion` back to the version that held it before the current one."""
+    from electra.register import rollback
+
+    _registry(params, profile, set_)
+    try:
+        result = rollback(model, reason)
+    except Exception as exc:
+        typer.echo(f"error: rollback {model}: {exc}", err=True)
+        raise typer.Exit(code=1) from None
+    typer.echo(json.dumps(result, indent=2))
+
+
 @app.command("params")
 def show_params(profile: ProfileOpt = None, set_: SetOpt = None, params: ParamsOpt = "params.yaml") -> None:
     """Print the effective params (params.yaml + profile + overrides) as YAML."""

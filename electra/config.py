@@ -14,10 +14,9 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Literal
-
-import warnings
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -213,8 +212,34 @@ class EvaluateConfig(_Frozen):
     device: str = "auto"
 
 
+class GateConfig(_Frozen):
+    """What a new version must show before it becomes ``champion``.
+
+    Metric keys are dotted paths into ``outputs/evaluate/metrics.json`` (values are
+    fractions, bias scores percent as the benchmarks define them).
+    """
+
+    # metric key -> lowest value allowed (e.g. glue.sst2.accuracy: 0.85)
+    min_metrics: dict[str, float] = Field(default_factory=dict)
+    # metric key -> highest value allowed (e.g. bias.eec.gender.mean_abs_gap: 0.05)
+    max_metrics: dict[str, float] = Field(default_factory=dict)
+    # Non-inferiority against the current champion on the same dev examples: the lower
+    # bound of the paired-bootstrap interval of (new - champion) on each task's main
+    # metric must lie above -margin.
+    non_inferiority_margin: float = Field(default=0.02, ge=0.0, le=1.0)
+    margins: dict[str, float] = Field(default_factory=dict)   # per task, e.g. {cola: 0.05}
+    confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
+    resamples: int = Field(default=1000, ge=100)
+    # A bias score (CrowS-Pairs, StereoSet SS/ICAT, EEC mean gap) may not move further from
+    # its ideal than the champion's by more than its own interval's half-width.
+    bias_drift: bool = True
+    # Fewer shared dev examples than this fraction of the new version's: not comparable.
+    min_overlap: float = Field(default=0.9, gt=0.0, le=1.0)
+    seed: int = 0
+
+
 class RegisterConfig(_Frozen):
-    """Registry names and the (simple, for now) promotion gates."""
+    """Registry names, the promotion gate, and whether a person must approve a promotion."""
 
     pretrain_dir: str = "outputs/pretrain"
     finetune_dir: str = "outputs/finetune"
@@ -223,10 +248,12 @@ class RegisterConfig(_Frozen):
     model_name: str = "electra-discriminator"
     task_model_prefix: str = "electra-"
     register_finetuned: bool = True
-    # metric key in outputs/evaluate/metrics.json -> lowest value allowed for champion
-    min_metrics: dict[str, float] = Field(default_factory=dict)
-    # metric key -> highest value allowed (e.g. |EEC gap|)
-    max_metrics: dict[str, float] = Field(default_factory=dict)
+    gate: GateConfig = Field(default_factory=GateConfig)
+    # true: versions that pass wait as `challenger` until a person approves (the Prefect
+    # flow pauses for it; elsewhere `electra promote`); false: they become `champion`.
+    require_approval: bool = False
+    approval_timeout_s: int = Field(default=86400, ge=60)   # how long the flow waits for a person
+    licenses_file: str = "data/LICENSES.md"
 
 
 class TrackingConfig(_Frozen):

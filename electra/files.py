@@ -45,6 +45,13 @@ def write_json(path: str | Path, data: Any) -> Path:
     return Path(path)
 
 
+def write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) atomically; returns the path."""
+    with atomic_open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    return Path(path)
+
+
 def read_json(path: str | Path) -> Any:
     """Read a JSON file, naming the file in the error when it is missing or broken."""
     p = Path(path)

@@ -11,9 +11,16 @@ leaves a half-promoted model.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import importlib.metadata
+import json
 import os
+import platform
+import shutil
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +30,15 @@ import yaml
 
 from electra.config import Params
 from electra.evaluate import headline_metrics
-from electra.files import read_json, write_json
+from electra.files import read_json, write_json, write_text
+from electra.gate import (
+    Check,
+    Evidence,
+    evaluate_gate,
+    gate_report_markdown,
+    summary_line,
+    task_metric_key,
+)
 from electra.tracking import flatten, git_info
 
 # What a serving environment needs to load the logged models.
@@ -63,21 +78,6 @@ def dvc_lock_hashes(path: str | Path = "dvc.lock") -> dict[str, str]:
         for out in entry.get("outs", []) or []:
             hashes[f"{stage}:{out['path']}"] = out.get("md5", "")
     return hashes
-
-
-def check_gates(metrics: dict[str, Any], min_metrics: dict[str, float], max_metrics: dict[str, float]) -> tuple[bool, list[dict]]:
-    """Compare flattened metrics with floors and ceilings; a missing metric fails its gate."""
-    flat = flatten("", metrics)
-    checks = []
-    for key, floor in sorted(min_metrics.items()):
-        value = flat.get(key)
-        ok = isinstance(value, int | float) and value >= floor
-        checks.append({"metric": key, "rule": f">= {floor}", "value": value, "passed": bool(ok)})
-    for key, ceiling in sorted(max_metrics.items()):
-        value = flat.get(key)
-        ok = isinstance(value, int | float) and value <= ceiling
-        checks.append({"metric": key, "rule": f"<= {ceiling}", "value": value, "passed": bool(ok)})
-    return all(c["passed"] for c in checks), checks
 
 
 class DiscriminatorModel(mlflow.pyfunc.PythonModel):
@@ -158,33 +158,79 @@ def _log_qa_model(model_dir: str, run: dict, name: str):
     )
 
 
-def _set_version_tags(client, name: str, version: str, tags: dict[str, str]) -> None:
-    for key, value in tags.items():
-        client.set_model_version_tag(name, version, key, str(value)[:5000])
+# --- lineage and datasets -------------------------------------------------------------------
+
+def _md5_file(path: Path) -> str:
+    digest = hashlib.md5()  # DVC's content hash, not a security measure
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
-def register(params: Params, progress: bool = True) -> dict:
-    """Log, register, gate and alias the discriminator and the fine-tuned models.
+def content_digest(path: str | Path) -> str:
+    """DVC's hash of a file (the md5 of its bytes); for a folder, the md5 of its files' listing.
 
-    Must run inside an active MLflow run (``electra.stages.run_stage`` opens it).
+    The listing is ``relpath md5`` lines in path order, so a folder's digest changes
+    exactly when one of its files (as DVC hashes them) is added, removed or edited.
     """
-    import pandas as pd
-    from mlflow import MlflowClient
-    from mlflow.models import infer_signature
+    p = Path(path)
+    if p.is_file():
+        return _md5_file(p)
+    if not p.is_dir():
+        raise FileNotFoundError(f"{p}: dataset path does not exist")
+    listing = "".join(f"{f.relative_to(p).as_posix()} {_md5_file(f)}\n"
+                      for f in sorted(p.rglob("*")) if f.is_file())
+    return hashlib.md5(listing.encode()).hexdigest()
 
+
+def dataset_records(params: Params) -> list[dict[str, str]]:
+    """The datasets a registered model was built from: name, digest, source and role.
+
+    The corpus (every ``ingest.sources`` entry that is a path), the task data of
+    ``finetune.tasks`` and the bias benchmarks; paths that do not exist (a task that
+    was not run, a hub source) are left out.
+    """
+    ft, ev = params.finetune, params.evaluate
+    candidates: list[tuple[str, str, str]] = [
+        (f"corpus:{Path(src).name}", src, "pretraining") for src in params.ingest.sources]
+    candidates.append(("vocab", params.tokenize.vocab_file, "pretraining"))
+    for task in ft.tasks:
+        if task == "qa":
+            candidates.append(("qa", ft.qa_file, "finetuning"))
+            if ft.qa_dev_file:
+                candidates.append(("qa-dev", ft.qa_dev_file, "evaluation"))
+        elif task == "ner":
+            candidates += [("ner-train", ft.ner_train_file, "finetuning"), ("ner-dev", ft.ner_dev_file, "evaluation")]
+        else:
+            candidates.append((f"glue-{task}", f"{ft.data_dir}/{task}", "finetuning"))
+    bias = Path(ev.data_dir) / "bias"
+    candidates += [("crows-pairs", str(bias / "crows_pairs" / "crows_pairs_anonymized.csv"), "bias"),
+                   ("stereoset", str(bias / "stereoset" / "stereoset_dev_flat.jsonl"), "bias"),
+                   ("eec", str(bias / "eec" / "Equity-Evaluation-Corpus.csv"), "bias")]
+    records = []
+    for name, path, role in candidates:
+        if path and Path(path).exists():
+            records.append({"name": name, "digest": content_digest(path), "source": str(path), "context": role})
+    return records
+
+
+def _log_datasets(records: list[dict[str, str]], data_pointer: str) -> None:
+    """``mlflow.log_input`` for each dataset, its digest the DVC content hash, its source the path."""
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.data.sources import LocalArtifactDatasetSource
+
+    for record in records:
+        dataset = MetaDataset(LocalArtifactDatasetSource(record["source"]), name=record["name"],
+                              digest=record["digest"])
+        mlflow.log_input(dataset, context=record["context"], tags={"dvc.data_md5": data_pointer})
+
+
+def _lineage(params: Params, run_id: str, pretrain_result: dict) -> dict[str, str]:
     cfg = params.register
-    started = time.time()
-    pretrain_dir = Path(cfg.pretrain_dir)
-    pretrain_result = read_json(pretrain_dir / "result.json")
-    pretrain_run = read_json(pretrain_dir / "run.json") if (pretrain_dir / "run.json").exists() else {}
-    metrics = read_json(Path(cfg.evaluate_dir) / "metrics.json")
-    run = mlflow.active_run()
-    if run is None:
-        raise RuntimeError("register must run inside an MLflow run (use electra.stages.run_stage)")
-    client = MlflowClient()
-
     stage_runs = {}
-    for stage, folder in (("pretrain", cfg.pretrain_dir), ("finetune", cfg.finetune_dir), ("evaluate", cfg.evaluate_dir)):
+    for stage, folder in (("pretrain", cfg.pretrain_dir), ("finetune", cfg.finetune_dir),
+                          ("evaluate", cfg.evaluate_dir)):
         run_file = Path(folder) / "run.json"
         if run_file.exists():
             stage_runs[f"{stage}_run_id"] = read_json(run_file)["mlflow_run_id"]
@@ -193,125 +239,413 @@ def register(params: Params, progress: bool = True) -> dict:
         "data_dvc_md5": data_pointer_hash(),
         "params_hash": params.params_hash(),
         "profile": params.profile,
-        "register_run_id": run.info.run_id,
-        "pretrain_run_id": pretrain_run.get("mlflow_run_id", "unknown"),
+        "register_run_id": run_id,
         **stage_runs,
         "discriminator_sha256": pretrain_result["hashes"]["discriminator"],
         "tokenize_hash": str(pretrain_result.get("tokenize_hash")),
         "objective": pretrain_result.get("objective", "electra"),
-        "torch_version": importlib.metadata.version("torch"),
-        "transformers_version": importlib.metadata.version("transformers"),
-        "electra_version": _package_version("electra-pipeline"),
+        **{f"{name}_version": _package_version(name) for name in _LINEAGE_PACKAGES},
     }
     flow_run = os.environ.get("PREFECT__FLOW_RUN_ID")
     if flow_run:
         lineage["prefect_flow_run_id"] = flow_run
     for key, digest in dvc_lock_hashes().items():
         lineage[f"dvc_lock.{key}"] = digest
-    mlflow.set_tags({f"lineage.{k}": v for k, v in lineage.items()})
+    return {k: str(v) for k, v in lineage.items()}
 
-    passed, checks = check_gates(metrics, cfg.min_metrics, cfg.max_metrics)
-    gate_tags = {
-        "gate.passed": str(passed).lower(),
-        "gate.checks": "; ".join(f"{c['metric']} {c['rule']}: {c['value']} ({'ok' if c['passed'] else 'FAIL'})" for c in checks) or "none",
-    }
-    flat_metrics = {k: v for k, v in flatten("", headline_metrics(metrics)).items()
-                    if isinstance(v, int | float) and not isinstance(v, bool)}
-    mlflow.log_metrics({k: float(v) for k, v in flat_metrics.items() if len(k) < 250})
 
-    # 1. The discriminator, as a pyfunc that loads back for replaced-token detection.
+_LINEAGE_PACKAGES = ("electra-pipeline", "torch", "transformers", "tokenizers", "mlflow", "python")
+
+
+# --- logging the models ---------------------------------------------------------------------
+
+def _log_discriminator(pretrain_dir: Path, name: str):
+    import pandas as pd
+    from mlflow.models import infer_signature
+
     example = pd.DataFrame({"text": ["the chef cooked the meal ."]})
-    wrapper = DiscriminatorModel()
     signature = infer_signature(example, pd.DataFrame([{"tokens": ["[CLS]"], "replaced_probability": [0.5]}]))
-    info = mlflow.pyfunc.log_model(
+    return mlflow.pyfunc.log_model(
         name="discriminator",
-        python_model=wrapper,
+        python_model=DiscriminatorModel(),
         artifacts={"discriminator": str(pretrain_dir / "discriminator")},
         signature=signature,
         input_example=example,
         pip_requirements=_pip_requirements(),
         # The wrapper class lives in this package: ship it so the model loads without it installed.
         code_paths=[str(Path(__file__).resolve().parent)],
-        registered_model_name=cfg.model_name,
+        registered_model_name=name,
     )
-    versions = {cfg.model_name: str(info.registered_model_version)}
 
-    # 2. Each fine-tuned model (the first seed's: fixed in advance, never the best on dev),
-    #    with its tokenizer: a transformers pipeline of its kind, or the QA pyfunc.
-    task_metric_prefix: dict[str, str] = {}
+
+def _log_task_model(task: str, kind: str, summary: dict, name: str):
+    """The first seed's model (fixed in advance, never the best on dev) with its tokenizer."""
+    if kind == "qa":
+        first_run = summary["runs"][str(summary["seeds"][0])]
+        return _log_qa_model(summary["model_dir"], first_run, name)
+    import transformers
+
+    auto_class, pipeline_task, example = _FLAVOURS[kind]
+    model = getattr(transformers, auto_class).from_pretrained(summary["model_dir"])
+    tokenizer = transformers.AutoTokenizer.from_pretrained(summary["model_dir"])
+    return mlflow.transformers.log_model(
+        transformers_model={"model": model, "tokenizer": tokenizer},
+        name=f"finetuned-{task}",
+        task=pipeline_task,
+        input_example=example,          # the signature is inferred from it
+        pip_requirements=_pip_requirements(),
+        registered_model_name=name,
+    )
+
+
+# --- aliases: champion moves last, under a lock, only if nobody moved it meanwhile -------------
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+HISTORY_TAG = "champion.history"      # registered-model tag: JSON list of promotions, oldest first
+
+
+def _alias_version(client, name: str, alias: str) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+@contextlib.contextmanager
+def _promotion_lock() -> Iterator[None]:
+    """Serialise champion moves of pipelines sharing an embedded sqlite store (a file lock).
+
+    Against a tracking server the compare-and-set in :func:`_move_champion` is what
+    keeps two pipelines from promoting on a stale comparison.
+    """
+    uri = mlflow.get_tracking_uri()
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    lock_path = Path(uri.removeprefix("sqlite:///") + ".promote.lock")
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _history(client, name: str) -> list[dict[str, str]]:
+    tags = client.get_registered_model(name).tags or {}
+    try:
+        return list(json.loads(tags.get(HISTORY_TAG, "[]")))
+    except json.JSONDecodeError:
+        return []
+
+
+def _move_champion(client, name: str, version: str, expected: str | None, reason: str, action: str) -> bool:
+    """Point ``champion`` at ``version`` if it still points at ``expected``; record why. Atomic per model."""
+    with _promotion_lock():
+        if _alias_version(client, name, CHAMPION) != expected:
+            return False
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        who = os.environ.get("USER") or os.environ.get("USERNAME") or "unknown"
+        client.set_model_version_tag(name, version, f"{action}.reason", reason[:5000])
+        client.set_model_version_tag(name, version, f"{action}.at", when)
+        client.set_model_version_tag(name, version, f"{action}.by", who)
+        history = _history(client, name)
+        history.append({"version": version, "action": action, "at": when, "reason": reason[:200]})
+        # A registered-model tag holds at most 5000 characters: keep the recent promotions.
+        while len(json.dumps(history)) > 4500:
+            history.pop(0)
+        client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
+        client.set_registered_model_alias(name, CHAMPION, version)
+        return True
+
+
+def promote(name: str, version: str | int, reason: str) -> dict[str, Any]:
+    """Move ``champion`` of ``name`` to ``version`` by hand (the reason is recorded as a tag).
+
+    The tracking URI must be configured (``electra.tracking.configure``).
+    """
+    from mlflow import MlflowClient
+
+    if not reason.strip():
+        raise ValueError("promote: give a reason (it is recorded on the version)")
+    client = MlflowClient()
+    version = str(version)
+    client.get_model_version(name, version)   # fails clearly when the version does not exist
+    previous = _alias_version(client, name, CHAMPION)
+    if not _move_champion(client, name, version, previous, reason, "promoted"):
+        raise RuntimeError(f"{name}: champion moved while promoting; try again")
+    return {"model": name, "champion": version, "previous": previous, "reason": reason}
+
+
+def rollback(name: str, reason: str = "rollback") -> dict[str, Any]:
+    """Move ``champion`` of ``name`` back to the version that held it before the current one."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient()
+    current = _alias_version(client, name, CHAMPION)
+    if current is None:
+        raise ValueError(f"{name}: no champion to roll back")
+    # Walk back past the current champion's own entries to the version before it.
+    for entry in reversed(_history(client, name)):
+        candidate = entry["version"]
+        if candidate == current:
+            continue
+        try:
+            client.get_model_version(name, candidate)
+        except MlflowException:
+            continue          # deleted since: look further back
+        if not _move_champion(client, name, candidate, current, f"{reason} (from version {current})",
+                              "rolled_back_to"):
+            raise RuntimeError(f"{name}: champion moved while rolling back; try again")
+        client.set_model_version_tag(name, current, "rolled_back.reason", reason[:5000])
+        return {"model": name, "champion": candidate, "previous": current, "reason": reason}
+    raise ValueError(f"{name}: no earlier champion recorded to roll back to")
+
+
+# --- the stage -----------------------------------------------------------------------------
+
+EVIDENCE_PATH = "evidence"   # in the register run: metrics.json and predictions/<task>.jsonl
+
+
+def _log_evidence(evidence: Evidence) -> None:
+    """What later gates compare against: this run's metrics and per-example predictions."""
+    mlflow.log_dict(evidence.metrics, f"{EVIDENCE_PATH}/metrics.json")
+    for task, path in evidence.predictions.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            copy = Path(tmp) / f"{task}.jsonl"
+            shutil.copyfile(path, copy)
+            mlflow.log_artifact(str(copy), f"{EVIDENCE_PATH}/predictions")
+
+
+def _champion_evidence(client, name: str, version: str, cache: dict[str, Evidence | None],
+                       workdir: Path) -> Evidence | None:
+    """The evidence the champion version was gated on, from its registration run (None if absent)."""
+    run_id = client.get_model_version(name, version).tags.get("gate.evidence_run_id")
+    if not run_id:
+        return None
+    if run_id not in cache:
+        from mlflow.exceptions import MlflowException
+
+        target = workdir / run_id
+        try:
+            folder = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=EVIDENCE_PATH,
+                                                         dst_path=str(target))
+            cache[run_id] = Evidence.from_folder(folder)
+        except (MlflowException, OSError):
+            cache[run_id] = None
+    return cache[run_id]
+
+
+def _gate_one(client, name: str, version: str, scope: dict, evidence: Evidence, params: Params,
+              cache: dict, workdir: Path) -> dict[str, Any]:
+    """Gate one new version against the current champion of its model."""
+    champion = _alias_version(client, name, CHAMPION)
+    champion_evidence = None
+    checks: list[Check]
+    if champion is not None and champion != version:
+        champion_evidence = _champion_evidence(client, name, champion, cache, workdir)
+    checks = evaluate_gate(evidence, champion_evidence, params.register.gate,
+                           tasks=scope["tasks"], bias_prefixes=scope["bias"])
+    if champion is not None and champion_evidence is None:
+        checks.append(Check("champion_evidence", "non_inferiority", "-", None, "champion evidence", False,
+                            f"champion version {champion} has no saved gate evidence to compare with; "
+                            "promote by hand (electra promote) if intended"))
+    passed = all(c.passed for c in checks)
+    if not passed:
+        outcome = CHALLENGER
+    elif params.register.require_approval:
+        outcome = "awaiting approval"
+    else:
+        outcome = CHAMPION
+    return {"version": version, "passed": passed, "outcome": outcome, "compared_to": champion,
+            "checks": [c.as_dict() for c in checks],
+            "reasons": [summary_line(c) for c in checks if not c.passed]}
+
+
+def _gate_tags(gate: dict[str, Any]) -> dict[str, str]:
+    tags = {
+        "gate.passed": str(gate["passed"]).lower(),
+        "gate.outcome": gate["outcome"],
+        "gate.compared_to": gate["compared_to"] or "none",
+        "gate.reasons": "; ".join(gate["reasons"]) or "none",
+    }
+    for c in gate["checks"]:
+        tags[f"gate.check.{c['name']}"] = summary_line(Check(**c))
+    return tags
+
+
+def _write_card(name: str, version: str, scope: dict, metrics: dict, gate: dict, lineage: dict, params: Params,
+                datasets: list[dict], out_dir: Path) -> Path:
+    """Render, write and log MODEL_CARD.md for one version; returns its path."""
+    from electra.model_card import render_model_card
+
+    licenses = Path(params.register.licenses_file)
+    card = render_model_card(
+        model_name=name, version=version, kind=scope["kind"], task=scope["task"], metrics=metrics, gate=gate,
+        lineage=lineage, params=params.model_dump(mode="json"),
+        licenses_md=licenses.read_text(encoding="utf-8") if licenses.is_file() else None, datasets=datasets)
+    path = out_dir / "model_cards" / name / "MODEL_CARD.md"
+    write_text(path, card)
+    mlflow.log_artifact(str(path), f"model_cards/{name}")
+    return path
+
+
+def register(params: Params, progress: bool = True) -> dict:
+    """Log and register the models, gate each new version against its champion, then move aliases.
+
+    Must run inside an active MLflow run (``electra.stages.run_stage`` opens it).
+    Every new version gets tags (lineage, metrics, each gate check), a model card
+    and the alias ``challenger``; those that pass the gate become ``champion``
+    (unless ``register.require_approval``: then they wait for :func:`promote`).
+    The alias moves are the last step. Writes ``registration.json``,
+    ``gate_report.md`` and ``model_cards/<name>/MODEL_CARD.md`` under ``output_dir``.
+    """
+    from mlflow import MlflowClient
+
+    cfg = params.register
+    started = time.time()
+    out_dir = Path(cfg.output_dir)
+    pretrain_dir = Path(cfg.pretrain_dir)
+    pretrain_result = read_json(pretrain_dir / "result.json")
+    evidence = Evidence.from_evaluate_dir(cfg.evaluate_dir)
+    metrics = evidence.metrics
+    run = mlflow.active_run()
+    if run is None:
+        raise RuntimeError("register must run inside an MLflow run (use electra.stages.run_stage)")
+    client = MlflowClient()
+
+    lineage = _lineage(params, run.info.run_id, pretrain_result)
+    mlflow.set_tags({f"lineage.{k}": v for k, v in lineage.items()})
+    datasets = dataset_records(params)
+    _log_datasets(datasets, lineage["data_dvc_md5"])
+    _log_evidence(evidence)
+    flat_metrics = {k: float(v) for k, v in flatten("", headline_metrics(metrics)).items()
+                    if isinstance(v, int | float) and not isinstance(v, bool)}
+    mlflow.log_metrics({k: v for k, v in flat_metrics.items() if len(k) < 250})
+
+    # 1. Log and register every model. scope: what each model is gated and described on.
+    versions: dict[str, str] = {}
+    scopes: dict[str, dict] = {}
+    info = _log_discriminator(pretrain_dir, cfg.model_name)
+    versions[cfg.model_name] = str(info.registered_model_version)
+    scopes[cfg.model_name] = {"kind": "discriminator", "task": None, "tasks": None, "bias": ("bias.",),
+                              "metric_prefix": ""}
     if cfg.register_finetuned:
-        import transformers
-
         from electra.finetune import task_kind
 
         summary_path = Path(cfg.finetune_dir) / "summary.json"
-        trained = read_json(summary_path)["tasks"] if summary_path.is_file() else []
-        for task in trained:
+        for task in read_json(summary_path)["tasks"] if summary_path.is_file() else []:
             kind = task_kind(task)
-            summary = read_json(Path(cfg.finetune_dir) / task / "result.json")
-            model_dir = summary["model_dir"]
             name = f"{cfg.task_model_prefix}{task}"
-            task_metric_prefix[name] = f"glue.{task}." if kind == "glue" else f"{task}."
-            if kind == "qa":
-                first_run = summary["runs"][str(summary["seeds"][0])]
-                versions[name] = str(_log_qa_model(model_dir, first_run, name).registered_model_version)
-                continue
-            auto_class, pipeline_task = _FLAVOURS[kind]
-            model = getattr(transformers, auto_class).from_pretrained(model_dir)
-            tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
-            task_info = mlflow.transformers.log_model(
-                transformers_model={"model": model, "tokenizer": tokenizer},
-                name=f"finetuned-{task}",
-                task=pipeline_task,
-                pip_requirements=_pip_requirements(),
-                registered_model_name=name,
-            )
-            versions[name] = str(task_info.registered_model_version)
+            summary = read_json(Path(cfg.finetune_dir) / task / "result.json")
+            versions[name] = str(_log_task_model(task, kind, summary, name).registered_model_version)
+            # The SST-2 model is the one the EEC measures: its bias scores are its own.
+            scopes[name] = {"kind": kind, "task": task, "tasks": [task],
+                            "bias": ("bias.eec.",) if task == "sst2" else (),
+                            "metric_prefix": f"{task_metric_key(task)}."}
 
-    # 3. Tags first, aliases last: a crash before this point leaves no alias moved.
-    aliases: dict[str, list[str]] = {}
-    for name, version in versions.items():
-        prefix = task_metric_prefix.get(name)
-        task_metrics = {k: v for k, v in flat_metrics.items() if prefix and k.startswith(prefix)}
-        _set_version_tags(client, name, version, {**lineage, **gate_tags, **{f"metric.{k}": v for k, v in task_metrics.items()}})
-        if name == cfg.model_name:
-            _set_version_tags(client, name, version, {f"metric.{k}": v for k, v in flat_metrics.items()})
-        client.set_registered_model_alias(name, "challenger", version)
-        aliases[name] = ["challenger"]
-        if passed:
-            client.set_registered_model_alias(name, "champion", version)
-            aliases[name].append("champion")
+    # 2. Gate, tag and describe each version: nothing moves yet.
+    cache: dict[str, Evidence | None] = {}
+    gates: dict[str, dict] = {}
+    cards: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="electra-gate-") as tmp:
+        for name, version in versions.items():
+            gates[name] = _tag_and_describe(client, name, version, scopes[name], evidence, params, cache,
+                                            Path(tmp), lineage, flat_metrics, datasets, out_dir, run.info.run_id)
+            cards[name] = str(out_dir / "model_cards" / name / "MODEL_CARD.md")
 
+        # 3. Aliases last. champion moves only if it still points where the gate compared: if
+        #    another pipeline promoted meanwhile, gate again against the new champion.
+        for name, version in versions.items():
+            client.set_registered_model_alias(name, CHALLENGER, version)
+            for _attempt in range(3):
+                gate = gates[name]
+                if gate["outcome"] != CHAMPION:
+                    break
+                if _move_champion(client, name, version, gate["compared_to"],
+                                  f"passed the gate against version {gate['compared_to'] or 'none'}", "promoted"):
+                    break
+                gates[name] = _tag_and_describe(client, name, version, scopes[name], evidence, params, cache,
+                                                Path(tmp), lineage, flat_metrics, datasets, out_dir, run.info.run_id)
+            else:
+                gates[name]["outcome"] = CHALLENGER
+                gates[name]["reasons"].append("the champion kept moving under concurrent promotions")
+                client.set_model_version_tag(name, version, "gate.outcome", CHALLENGER)
+
+    aliases = {name: [a for a in (CHALLENGER, CHAMPION) if _alias_version(client, name, a) == version]
+               for name, version in versions.items()}
+    write_text(out_dir / "gate_report.md", gate_report_markdown(
+        {name: {**gate, "version": versions[name]} for name, gate in gates.items()}))
+    mlflow.log_artifact(str(out_dir / "gate_report.md"))
+    passed = gates[cfg.model_name]["passed"]
     report = {
         "stage": "register",
         "versions": versions,
         "aliases": aliases,
-        "gate": {"passed": passed, "checks": checks},
+        "gates": gates,
         "lineage": lineage,
+        "datasets": datasets,
+        "model_cards": cards,
         "seconds": round(time.time() - started, 3),
         "tracking_uri": mlflow.get_tracking_uri(),
     }
-    write_json(Path(cfg.output_dir) / "registration.json", report)
+    write_json(out_dir / "registration.json", report)
+    mlflow.log_dict(report, "registration.json")
     return {
         "model_name": cfg.model_name,
         "version": versions[cfg.model_name],
         "versions": versions,
-        "champion": passed,
+        "outcomes": {name: gate["outcome"] for name, gate in gates.items()},
+        "pending_approval": {name: versions[name] for name, gate in gates.items()
+                             if gate["outcome"] == "awaiting approval"},
+        "champion": CHAMPION in aliases[cfg.model_name],
         "gate_passed": passed,
+        "gate_report": str(out_dir / "gate_report.md"),
+        "model_cards": cards,
         "output_dir": cfg.output_dir,
     }
+
+
+def _tag_and_describe(client, name: str, version: str, scope: dict, evidence: Evidence, params: Params,
+                      cache: dict, workdir: Path, lineage: dict, flat_metrics: dict, datasets: list[dict],
+                      out_dir: Path, run_id: str) -> dict[str, Any]:
+    """Gate one version, then write its tags, model card and description (no alias moves)."""
+    gate = _gate_one(client, name, version, scope, evidence, params, cache, workdir)
+    prefix = scope["metric_prefix"]
+    own_metrics = {k: v for k, v in flat_metrics.items()
+                   if k.startswith(prefix) or any(k.startswith(b) for b in scope["bias"])}
+    tags = {**lineage, **_gate_tags(gate), "gate.evidence_run_id": run_id,
+            **{f"metric.{k}": v for k, v in own_metrics.items()}}
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, str(value)[:5000])
+    card = _write_card(name, version, scope, evidence.metrics, gate, lineage, params, datasets, out_dir)
+    client.set_model_version_tag(name, version, "model_card", f"runs:/{run_id}/model_cards/{name}/MODEL_CARD.md")
+    headline = f"Gate: {gate['outcome']}" + (f" (compared with version {gate['compared_to']})"
+                                             if gate["compared_to"] else " (first version gated)")
+    # The registry UI shows the description; the whole card is an artifact of the run.
+    client.update_model_version(name, version, description=(
+        f"{headline}. Model card: runs:/{run_id}/model_cards/{name}/MODEL_CARD.md\n\n"
+        + card.read_text(encoding="utf-8"))[:4900])
+    return gate
 
 
 # Fine-tuned model kind -> (transformers auto class, pipeline task for mlflow.transformers);
 # QA is logged as a pyfunc instead (transformers 5 has no question-answering pipeline).
 _FLAVOURS = {
-    "glue": ("AutoModelForSequenceClassification", "text-classification"),
-    "ner": ("AutoModelForTokenClassification", "token-classification"),
+    "glue": ("AutoModelForSequenceClassification", "text-classification", "the chef cooked a wonderful meal ."),
+    "ner": ("AutoModelForTokenClassification", "token-classification", "she flew from paris to new york ."),
 }
 
 
 def _package_version(name: str) -> str:
     """The installed version of ``name``, or "source" when it runs from a checkout uninstalled."""
+    if name == "python":
+        return platform.python_version()
     try:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:

@@ -28,8 +28,12 @@ import os
 import sys
 from collections.abc import Iterator
 
+from pathlib import Path
+
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.flow_runs import pause_flow_run
+from prefect.input import RunInput
 from prefect.runtime import flow_run
 
 from electra.config import STAGES, Params, load_params
@@ -55,6 +59,38 @@ register = _stage_task("register", retries=2)
 TASKS = {"ingest": ingest, "tokenize": tokenize, "pretrain": pretrain,
          "finetune": finetune, "evaluate": evaluate, "register": register}
 assert tuple(TASKS) == STAGES
+
+
+class PromotionApproval(RunInput):
+    """The form a person fills in the Prefect UI to let gated versions become champion."""
+
+    approve: bool = False
+    approver: str = ""
+    reason: str = ""
+
+
+@task(name="promote", task_run_name="promote")
+def promote_approved(params: Params, pending: dict[str, str], approval: PromotionApproval) -> dict[str, dict]:
+    """Move champion to each version the person approved (the approval recorded as the reason)."""
+    from electra.register import promote
+    from electra.tracking import configure
+
+    configure(params.tracking)
+    reason = f"approved by {approval.approver or 'unknown'} in Prefect flow run {flow_run.id}: {approval.reason}"
+    return {name: promote(name, version, reason) for name, version in pending.items()}
+
+
+def _publish_registration(result: dict) -> None:
+    """The gate report and each model card as markdown artifacts in the Prefect UI."""
+    report = Path(result.get("gate_report", ""))
+    if report.is_file():
+        create_markdown_artifact(key="gate-report", markdown=report.read_text(encoding="utf-8"),
+                                 description="Promotion gate: every check against the champion")
+    for name, card in (result.get("model_cards") or {}).items():
+        if Path(card).is_file():
+            key = "model-card-" + "".join(ch if ch.isalnum() else "-" for ch in name.lower())
+            create_markdown_artifact(key=key, markdown=Path(card).read_text(encoding="utf-8"),
+                                     description=f"MODEL_CARD.md of {name} version {result['versions'][name]}")
 
 
 def _summary_markdown(results: dict[str, dict]) -> str:
@@ -105,6 +141,17 @@ def electra_pipeline(profile: str = "tiny", overrides: list[str] | None = None,
             results[stage] = TASKS[stage](params)
             logger.info("%s finished in %.1fs", stage, results[stage].get("seconds", 0.0))
         results["pipeline"] = {"mlflow_run_id": parent_id}
+    _publish_registration(results["register"])
+    pending = results["register"].get("pending_approval") or {}
+    if pending:
+        # register.require_approval: the versions that passed the gate wait for a person.
+        logger.info("awaiting approval to promote %s", pending)
+        approval = pause_flow_run(wait_for_input=PromotionApproval, timeout=params.register.approval_timeout_s)
+        if approval.approve:
+            results["promote"] = promote_approved(params, pending, approval)
+        else:
+            logger.info("promotion declined by %s: %s", approval.approver or "unknown", approval.reason)
+            results["promote"] = {"declined": approval.reason}
     create_markdown_artifact(key="electra-pipeline-summary", markdown=_summary_markdown(results),
                              description="Stage timings, MLflow runs and the registered version")
     return results

@@ -7,12 +7,14 @@ directory so that tests never touch the project's own ``outputs/``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -124,10 +126,9 @@ def stop_process(proc: subprocess.Popen) -> None:
         proc.wait(timeout=10)
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory):
-    """A real ``mlflow server`` on 127.0.0.1 (sqlite backend, local artifacts); yields its URL."""
-    tmp = tmp_path_factory.mktemp("mlflow-server")
+@contextlib.contextmanager
+def running_mlflow_server(tmp: Path) -> Iterator[str]:
+    """A real ``mlflow server`` on 127.0.0.1 (sqlite backend, local artifacts) for the block; yields its URL."""
     port = free_port()
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     log = open(tmp / "server.log", "w")
@@ -144,3 +145,10 @@ def mlflow_server(tmp_path_factory):
     finally:
         stop_process(proc)
         log.close()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real ``mlflow server`` shared by the session's tests; yields its URL."""
+    with running_mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as url:
+        yield url

@@ -1,0 +1,137 @@
+"""Registration against a real ``mlflow server``: the gate refuses, promotes, rolls back.
+
+One real micro model is fine-tuned on SST-2 and evaluated once. Three registrations
+then present it with three evaluations of the same dev examples: the real one, one
+made 25 points worse by flipping correct predictions, and one made perfect. The
+gate's paired bootstrap reads those prediction files exactly as it reads real ones,
+so this exercises the whole decision on controlled evidence.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+
+from tests.conftest import ROOT, micro_params, running_mlflow_server
+
+pytestmark = pytest.mark.slow
+
+
+def _rewrite_predictions(evaluate_dir: Path, target: Path, how: str) -> None:
+    """Copy an evaluate folder, making the SST-2 predictions worse or perfect."""
+    shutil.copytree(evaluate_dir, target)
+    metrics = json.loads((target / "metrics.json").read_text())
+    seed = metrics["glue"]["sst2"]["registered_seed"]
+    path = target / "predictions" / "sst2" / f"seed-{seed}.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    if how == "worse":
+        correct = [r for r in rows if r["prediction"] == r["label"]]
+        for row in correct[: len(rows) // 4]:
+            row["prediction"] = 1 - row["label"]
+    else:
+        for row in rows:
+            row["prediction"] = row["label"]
+    accuracy = sum(r["prediction"] == r["label"] for r in rows) / len(rows)
+    metrics["glue"]["sst2"]["accuracy"] = metrics["glue"]["sst2"]["main"] = accuracy
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (target / "metrics.json").write_text(json.dumps(metrics))
+
+
+def _cli(*args: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "electra.cli", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_gate_refuses_a_worse_version_promotes_a_better_one_and_rolls_back(pretrained_micro, tmp_path,
+                                                                             monkeypatch):
+    from electra.stages import run_stage
+
+    root = pretrained_micro
+    strict = ["finetune.tasks=[sst2]", "register.gate.non_inferiority_margin=0.02", "register.gate.bias_drift=true",
+              f"finetune.output_dir={tmp_path}/finetune", f"evaluate.finetune_dir={tmp_path}/finetune",
+              f"register.finetune_dir={tmp_path}/finetune", f"evaluate.output_dir={tmp_path}/evaluate",
+              "tracking.experiment=gate"]
+    with running_mlflow_server(tmp_path) as url:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+        base = micro_params(root, *strict)
+        run_stage("finetune", base, progress=False)
+        run_stage("evaluate", base, progress=False)
+        _rewrite_predictions(tmp_path / "evaluate", tmp_path / "evaluate-worse", "worse")
+        _rewrite_predictions(tmp_path / "evaluate", tmp_path / "evaluate-better", "better")
+
+        def register(evaluate_dir: Path, out: str) -> dict:
+            params = micro_params(root, *strict, f"register.evaluate_dir={evaluate_dir}",
+                                  f"register.output_dir={tmp_path}/{out}")
+            return run_stage("register", params, progress=False)
+
+        client = MlflowClient(url)
+        first = register(tmp_path / "evaluate", "register-1")
+        assert first["outcomes"] == {"electra-discriminator": "champion", "electra-sst2": "champion"}
+        assert client.get_model_version_by_alias("electra-sst2", "champion").version == "1"
+
+        # Version 2: 25 points worse on the same dev examples -> stays challenger, with the reason.
+        second = register(tmp_path / "evaluate-worse", "register-2")
+        assert second["outcomes"]["electra-sst2"] == "challenger"
+        v2 = client.get_model_version("electra-sst2", "2")
+        assert v2.tags["gate.passed"] == "false" and v2.tags["gate.compared_to"] == "1"
+        assert "non_inferiority.sst2" in v2.tags["gate.reasons"] and "FAIL" in v2.tags["gate.reasons"]
+        assert "challenger" in v2.aliases
+        assert client.get_model_version_by_alias("electra-sst2", "champion").version == "1"
+        report = Path(second["gate_report"]).read_text()
+        assert "electra-sst2 version 2: challenger" in report and "**FAIL**" in report
+        # The discriminator is gated on every task: refused too.
+        assert second["outcomes"]["electra-discriminator"] == "challenger"
+
+        # Version 3: better than the champion -> champion.
+        third = register(tmp_path / "evaluate-better", "register-3")
+        assert third["outcomes"]["electra-sst2"] == "champion"
+        v3 = client.get_model_version("electra-sst2", "3")
+        assert v3.tags["gate.passed"] == "true" and v3.tags["gate.compared_to"] == "1"
+        assert "ok" in v3.tags["gate.check.non_inferiority.sst2"]
+        assert client.get_model_version_by_alias("electra-sst2", "champion").version == "3"
+
+        # Lineage, model card and datasets on the version.
+        for key in ("git_commit", "git_dirty", "data_dvc_md5", "params_hash", "profile", "pretrain_run_id",
+                    "torch_version", "transformers_version", "gate.evidence_run_id", "model_card"):
+            assert v3.tags.get(key), key
+        card = mlflow.artifacts.download_artifacts(v3.tags["model_card"], dst_path=str(tmp_path / "card"))
+        card_text = Path(card).read_text()
+        assert card_text.startswith("---") and "model-index" in card_text and "champion" in card_text
+        register_run = client.get_run(v3.tags["gate.evidence_run_id"])
+        inputs = {d.dataset.name: d for d in register_run.inputs.dataset_inputs}
+        from electra.register import content_digest
+
+        assert inputs["glue-sst2"].dataset.digest == content_digest(ROOT / "data" / "glue" / "sst2")
+        assert {"corpus:pretrain", "glue-sst2", "crows-pairs"} <= set(inputs)
+
+        # The champion serves: load it by alias and predict.
+        model = mlflow.pyfunc.load_model("models:/electra-sst2@champion")
+        predictions = model.predict(["a wonderful, moving film .", "a dull and lifeless mess ."])
+        assert len(predictions) == 2
+
+        # By hand, through the CLI: rollback, then promote with a reason.
+        env = {**__import__("os").environ, "MLFLOW_TRACKING_URI": url}
+        rolled = _cli("rollback", "--model", "electra-sst2", "--reason", "v3 misbehaves in canary", env=env)
+        assert rolled.returncode == 0, rolled.stderr
+        assert json.loads(rolled.stdout)["champion"] == "1"
+        assert client.get_model_version_by_alias("electra-sst2", "champion").version == "1"
+        assert client.get_model_version("electra-sst2", "3").tags["rolled_back.reason"] == "v3 misbehaves in canary"
+        promoted = _cli("promote", "--model", "electra-sst2", "--version", "2", "--reason", "accepted by review",
+                        env=env)
+        assert promoted.returncode == 0, promoted.stderr
+        v2 = client.get_model_version("electra-sst2", "2")
+        assert "champion" in v2.aliases and v2.tags["promoted.reason"] == "accepted by review"
+        missing = _cli("promote", "--model", "electra-sst2", "--version", "99", "--reason", "x", env=env)
+        assert missing.returncode == 1 and "version 99" in missing.stderr
+
+        # A person sees it in the registry UI: the alias on the right version.
+        from tests.e2e.registry_ui import versions_with_alias_in_ui
+
+        assert versions_with_alias_in_ui(url, "electra-sst2", "champion") == ["2"]
