@@ -22,14 +22,22 @@ export DO_NOT_TRACK := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: run test setup data mlflow-ui prefect-server serve clean
+.PHONY: run test setup data system mlflow-ui prefect-server serve clean
 
 run: setup data  ## the whole pipeline on the tiny profile, through DVC
 	dvc repro
 	@echo "Registered models: make mlflow-ui, then open http://127.0.0.1:5000/#/models"
 
-test: setup data  ## the test suite
+test: setup data system  ## the test suite
 	python -m pytest -q
+
+# Debian's Chromium for the registry-UI browser check (Playwright drives it and never
+# downloads a browser of its own). Installed once, when missing.
+system:
+	@command -v chromium >/dev/null || { \
+	  SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO="sudo"; \
+	  $$SUDO apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends chromium; }
 
 setup: $(VENV)/.installed
 

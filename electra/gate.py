@@ -261,10 +261,11 @@ def evaluate_gate(new: Evidence, champion: Evidence | None, cfg: GateConfig,
         if tasks is not None and task not in tasks:
             continue
         if task not in champion.predictions:
+            # A task the champion was never measured on: nothing to be inferior to. Its limits
+            # (floors) still apply; the check is recorded so the card says so.
             checks.append(Check(f"non_inferiority.{task}", "non_inferiority", f"{task_metric_key(task)}.main", None,
-                                "champion predictions", False,
-                                "the champion has no saved predictions for this task: promote by hand "
-                                "(electra promote) if that is intended"))
+                                "champion predictions", True,
+                                "new task: the champion has no predictions for it, nothing to compare"))
             continue
         checks.append(non_inferiority(task, new.predictions[task], champion.predictions[task], cfg))
     if cfg.bias_drift and bias_prefixes:

@@ -146,7 +146,8 @@ def electra_pipeline(profile: str = "tiny", overrides: list[str] | None = None,
     if pending:
         # register.require_approval: the versions that passed the gate wait for a person.
         logger.info("awaiting approval to promote %s", pending)
-        approval = pause_flow_run(wait_for_input=PromotionApproval, timeout=params.register.approval_timeout_s)
+        approval = pause_flow_run(wait_for_input=PromotionApproval, timeout=params.register.approval_timeout_s,
+                                  poll_interval=5)
         if approval.approve:
             results["promote"] = promote_approved(params, pending, approval)
         else:

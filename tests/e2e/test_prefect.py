@@ -176,3 +176,82 @@ def test_served_micro_deployment_completes_and_registers(prefect_server, mlflow_
     assert challenger.tags["git_commit"] != "unknown"
     pretrain_run = client.get_run(challenger.tags["pretrain_run_id"])
     assert pretrain_run.data.tags["prefect_flow_run_id"] == flow_run_id
+
+
+@pytest.mark.slow
+def test_approval_pauses_the_flow_until_a_person_approves(prefect_server, mlflow_server, monkeypatch, tmp_path):
+    """register.require_approval: the flow pauses with a typed form; on approval, champion moves.
+
+    The stages are stubbed (their work is tested elsewhere); the version to approve is a
+    real one on the real MLflow server, and the pause and resume go through the real
+    Prefect server, as the UI's Resume form does.
+    """
+    import contextlib
+    import contextvars
+    import threading
+
+    import mlflow
+    import mlflow.pyfunc
+    from mlflow import MlflowClient
+    from prefect.client.orchestration import get_client
+    from prefect.flow_runs import resume_flow_run
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    import flows.pipeline as pipeline
+
+    class Length(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input, params=None):
+            return [len(str(x)) for x in model_input]
+
+    name = "approval-check"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    mlflow.set_tracking_uri(mlflow_server)
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(name="model", python_model=Length(), registered_model_name=name,
+                                       pip_requirements=["mlflow"])
+    version = str(info.registered_model_version)
+    flow_run_ids: list[str] = []
+
+    def fake_run_stage(stage, params, progress=True):
+        flow_run_ids.append(os.environ.get("PREFECT__FLOW_RUN_ID"))
+        result = {"seconds": 0.0, "mlflow_run_id": f"run-{stage}"}
+        if stage == "register":
+            result.update(versions={name: version}, pending_approval={name: version})
+        return result
+
+    @contextlib.contextmanager
+    def fake_pipeline_run(params):
+        yield "parent"
+
+    monkeypatch.setattr(pipeline, "run_stage", fake_run_stage)
+    monkeypatch.setattr(pipeline, "pipeline_run", fake_pipeline_run)
+    api_url, _ = prefect_server
+    overrides = [*stage_dirs(tmp_path), "register.require_approval=true", "register.approval_timeout_s=300"]
+    states = []
+    with temporary_settings({PREFECT_API_URL: api_url}):
+        context = contextvars.copy_context()   # the flow's thread sees the same API URL
+        runner = threading.Thread(target=context.run, args=(lambda: states.append(pipeline.electra_pipeline(
+            profile="micro", overrides=overrides, params_file=str(ROOT / "params.yaml"), return_state=True)),))
+        runner.start()
+        try:
+            deadline = time.time() + 120
+            paused = False
+            while time.time() < deadline and not paused:
+                time.sleep(1)
+                if flow_run_ids and flow_run_ids[-1]:
+                    with get_client(sync_client=True) as client:
+                        paused = client.read_flow_run(flow_run_ids[-1]).state.is_paused()
+            assert paused, "the flow never paused for approval"
+            # Still waiting: nothing promoted yet.
+            versions = MlflowClient(mlflow_server).search_model_versions(f"name='{name}'")
+            assert all("champion" not in v.aliases for v in versions)
+            resume_flow_run(flow_run_ids[-1], run_input={"approve": True, "approver": "tester",
+                                                         "reason": "gate report reviewed"})
+            runner.join(timeout=120)
+        finally:
+            runner.join(timeout=1)
+    assert states and states[0].is_completed(), states
+    promoted = MlflowClient(mlflow_server).get_model_version_by_alias(name, "champion")
+    assert promoted.version == version
+    assert promoted.tags["promoted.reason"].startswith("approved by tester in Prefect flow run ")
+    assert "gate report reviewed" in promoted.tags["promoted.reason"]
