@@ -219,7 +219,7 @@ def bias_drift(new: dict[str, Any], old: dict[str, Any], keys_prefix: tuple[str,
         moved = abs(value - ideal) - abs(old_scores[key][0] - ideal)
         checks.append(Check(
             f"bias_drift.{key.removeprefix('bias.')}", "bias_drift", key, value,
-            f"|x - {ideal:g}| - |champion - {ideal:g}| <= {half_width:.4g}", moved <= half_width,
+            f"drift from {ideal:g} vs champion <= {half_width:.4g}", moved <= half_width,
             f"new {value:.4g}, champion {old_scores[key][0]:.4g}: {moved:+.4g} further from {ideal:g} "
             f"(half-width of the new interval {half_width:.4g})"))
     return checks
@@ -292,7 +292,7 @@ def gate_report_markdown(gates: dict[str, dict[str, Any]]) -> str:
         lines += ["| check | value | threshold | result | detail |", "|---|---|---|---|---|"]
         for c in gate["checks"]:
             value = "n/a" if c["value"] is None else f"{c['value']:.4g}"
-            lines.append(f"| {c['name']} | {value} | {c['threshold']} | {'ok' if c['passed'] else '**FAIL**'} "
-                         f"| {c['detail']} |")
+            cells = [c["name"], value, c["threshold"], "ok" if c["passed"] else "**FAIL**", c["detail"]]
+            lines.append("| " + " | ".join(str(x).replace("|", "\\|") for x in cells) + " |")
         lines.append("")
     return "\n".join(lines)

@@ -42,8 +42,10 @@ import yaml
 
 from electra.evaluate import GLUE_ORDER, REFERENCE_ROWS
 from electra.glue import TASKS as GLUE_TASKS
-# The evaluation report's renderers: the card shows the same numbers the same way.
 from electra.report import _bias_lines, _cell, _pct
+
+# _bias_lines, _cell and _pct are report.py's private renderers, imported on purpose:
+# the card shows the same numbers, the same way, as the evaluation report.
 
 KINDS = ("discriminator", "glue", "qa", "ner")
 EXTRA_TASKS = ("qa", "ner")
@@ -223,30 +225,24 @@ def _task_aliases(task: str) -> tuple[str, ...]:
 
 def _card_datasets(datasets: list[dict], kind: str, task: str | None) -> list[dict]:
     """The logged datasets a card lists: all for the discriminator; for a task model the
-    pretraining corpus, its own task's data and, for SST-2, the EEC.
-
-    Dataset names are the caller's; when none of them names the task, every
-    fine-tuning/evaluation entry is kept rather than silently listing nothing.
+    pretraining corpus, the entries whose name or source names its task (``sst2``,
+    ``SST-2``, ``wnut17``, ...) and, for SST-2, the EEC. Another task's entry is left
+    out even when none names this task: its licence line would be wrong on this card.
     """
     rows = [d for d in datasets or [] if isinstance(d, Mapping)]
     if kind == "discriminator" or not task:
         return rows
-    aliases = _task_aliases(task)
 
-    def names_task(d: Mapping) -> bool:
+    def mentions(d: Mapping, words: Iterable[str]) -> bool:
+        # whole words, digits allowed after them: "wnut17" names wnut, "corner" does not name ner
         text = f"{d.get('name', '')} {d.get('source', '')}".lower()
-        return any(a in text for a in aliases)
+        return any(re.search(rf"(?<![a-z]){re.escape(w)}(?![a-z])", text) for w in words)
 
-    def is_eec(d: Mapping) -> bool:
-        text = f"{d.get('name', '')} {d.get('source', '')}".lower()
-        return "eec" in text or "equity" in text
-
-    task_rows = [d for d in rows if d.get("context") in ("finetuning", "evaluation")]
-    kept_task = [d for d in task_rows if names_task(d)] or task_rows
-    bias = [d for d in rows if d.get("context") == "bias" and task == "sst2" and is_eec(d)]
     pretraining = [d for d in rows if d.get("context") == "pretraining"]
+    own = [d for d in rows if d.get("context") in ("finetuning", "evaluation") and mentions(d, _task_aliases(task))]
+    eec = [d for d in rows if d.get("context") == "bias" and task == "sst2" and mentions(d, ("eec", "equity"))]
     other = [d for d in rows if d.get("context") not in CONTEXTS]
-    return pretraining + kept_task + bias + other
+    return pretraining + own + eec + other
 
 
 def _data_paths(kind: str, tasks: list[str], metrics: Mapping[str, Any], params: Mapping[str, Any],
@@ -328,8 +324,9 @@ def _front_matter(model_name: str, kind: str, task: str | None, tasks: list[str]
     if profile:
         tags.append(f"profile-{profile}")
     tags.append("research-only")
-    trained_on = [str(d.get("name")) for d in datasets
-                  if d.get("context") in ("pretraining", "finetuning") and d.get("name")]
+    # what the weights were trained on: the discriminator saw only the pretraining corpus
+    contexts = ("pretraining",) if kind == "discriminator" else ("pretraining", "finetuning")
+    trained_on = [str(d.get("name")) for d in datasets if d.get("context") in contexts and d.get("name")]
     if not trained_on:  # no dataset logged: name the benchmarks by their Hub ids
         trained_on = [_task_info(t, params)["dataset"]["type"] for t in tasks]
     meta: dict[str, Any] = {
@@ -431,8 +428,8 @@ def _training_data(kind: str, task: str | None, tasks: list[str], metrics: Mappi
     if flagged:
         lines += ["", f"**Research use only.** {len(flagged)} of these datasets are flagged in "
                   f"`{licences_file}` as not under an open licence: {', '.join(flagged)}. "
-                  "A model trained or evaluated on them is for local research use: do not ship it in a "
-                  "release or list that data as open training data without checking the terms."]
+                  "Results on them, and any model fine-tuned on them, are for local research use: do not ship "
+                  "such a model in a release or list that data as open training data without checking the terms."]
     glue_used = any(t in GLUE_TASKS for t in tasks)
     notes = _licence_notes(licenses_md, glue_used)
     if notes:
@@ -459,7 +456,7 @@ def _recipe(kind: str, task: str | None, params: Mapping[str, Any]) -> list[str]
         # fraction of the width (hidden, heads and FFN), embeddings shared with the discriminator
         if frac is not None and all(_number(x) is not None for x in (hidden, heads, ffn)):
             gen = (f"{model.get('num_layers', '?')} layers, hidden {round(hidden * frac)}, "
-                   f"{max(1, round(heads * frac))} heads, FFN {max(1, round(ffn * frac))} "
+                   f"{max(1, round(heads * frac))} head(s), FFN {max(1, round(ffn * frac))} "
                    f"(generator_fraction {frac:g}); embeddings shared with the discriminator")
         else:
             gen = f"generator_fraction {_fmt(model.get('generator_fraction'))}"
@@ -580,19 +577,21 @@ def _benchmarks(kind: str, tasks: list[str], metrics: Mapping[str, Any], params:
     lines += [""] + _table(["task", "main metric", "this model", "registered model", "seeds", "other metrics",
                             "dev examples", *refs], rows)
     lines += ["", "Reference columns: GLUE dev results published in the google-research/electra README "
-              f"({'; '.join(REFERENCE_ROWS)}). They were pretrained on other data (OpenWebText, or the "
+              "(\"Expected results\"). They were pretrained on other data (OpenWebText, or the "
               "paper's corpus) with far more compute: the data and compute differ, so compare shapes, not "
               "levels. No reference is given for QA and NER (other datasets)."]
     if notes:
         lines += ["", *notes]
     if profile in DEMO_PROFILES:
-        lines += ["", f"Profile `{profile}`: these numbers come from a pipeline demonstration and sit at or "
-                  "near chance (SST-2, MRPC, RTE and QNLI ~50% on balanced data, CoLA MCC ~0)."]
+        lines += ["", f"Profile `{profile}`: these numbers come from a pipeline demonstration; expect them at "
+                  "or near chance (the majority-class rate for accuracy, ~0 for CoLA's MCC and the "
+                  "STS-B correlation)."]
     return lines
 
 
 def _clean_bias(bias: Any) -> dict[str, Any] | None:
-    """``metrics["bias"]`` with only dict-valued scorer sections (what ``report._bias_lines`` reads)."""
+    """``metrics["bias"]`` ready for ``report._bias_lines``: only dict-valued scorer sections;
+    None when nothing is left."""
     if not isinstance(bias, Mapping):
         return None
     out: dict[str, Any] = {}
@@ -723,7 +722,7 @@ def render_model_card(*, model_name: str, version: str, kind: str, task: str | N
     data_lines, flagged = _training_data(kind, task, tasks, metrics, params, licenses_md, shown)
     what = ("the ELECTRA discriminator (pretrained encoder)" if kind == "discriminator"
             else f"ELECTRA fine-tuned for {_task_info(task, params)['title']}")
-    facts = [f"registered model `{model_name}`, version {version}", f"profile `{profile or 'unknown'}`"]
+    facts = [f"Registered model `{model_name}`, version {version}", f"profile `{profile or 'unknown'}`"]
     if lineage.get("git_commit"):
         dirty = " (uncommitted changes)" if str(lineage.get("git_dirty")).lower() == "true" else ""
         facts.append(f"code `{lineage['git_commit']}`{dirty}")

@@ -203,7 +203,9 @@ def dataset_records(params: Params) -> list[dict[str, str]]:
         elif task == "ner":
             candidates += [("ner-train", ft.ner_train_file, "finetuning"), ("ner-dev", ft.ner_dev_file, "evaluation")]
         else:
-            candidates.append((f"glue-{task}", f"{ft.data_dir}/{task}", "finetuning"))
+            from electra.glue import get_task
+
+            candidates.append((f"glue-{task}", f"{ft.data_dir}/{get_task(task).folder}", "finetuning"))
     bias = Path(ev.data_dir) / "bias"
     candidates += [("crows-pairs", str(bias / "crows_pairs" / "crows_pairs_anonymized.csv"), "bias"),
                    ("stereoset", str(bias / "stereoset" / "stereoset_dev_flat.jsonl"), "bias"),
@@ -232,8 +234,8 @@ def _lineage(params: Params, run_id: str, pretrain_result: dict) -> dict[str, st
     for stage, folder in (("pretrain", cfg.pretrain_dir), ("finetune", cfg.finetune_dir),
                           ("evaluate", cfg.evaluate_dir)):
         run_file = Path(folder) / "run.json"
-        if run_file.exists():
-            stage_runs[f"{stage}_run_id"] = read_json(run_file)["mlflow_run_id"]
+        # "unknown": the stage ran outside the doors (a library call), so no MLflow run.
+        stage_runs[f"{stage}_run_id"] = read_json(run_file)["mlflow_run_id"] if run_file.exists() else "unknown"
     lineage = {
         **git_info(),
         "data_dvc_md5": data_pointer_hash(),

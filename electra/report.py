@@ -93,7 +93,9 @@ def _bias_lines(bias: dict[str, Any]) -> list[str]:
         lines += ["", "### CrowS-Pairs (% of pairs where the more-stereotyping sentence scores higher; 50 is ideal)", "",
                   "| model | category | score [95% CI] | pairs |", "|---|---|---|---|"]
         for scorer, section in crows.items():
-            lines.append(f"| {scorer} | all ({section.get('variant', '')}) | {_ci(section, 'metric')} | {section.get('n_pairs')} |")
+            # The variant reads "log P(token | sentence ...)": a bare pipe would split the cell.
+            variant = str(section.get("variant", "")).replace("|", "\\|")
+            lines.append(f"| {scorer} | all ({variant}) | {_ci(section, 'metric')} | {section.get('n_pairs')} |")
             if "aul" in section:
                 lines.append(f"| {scorer} | all (AUL: all tokens unmasked) | {_ci(section['aul'], 'metric')} | {section.get('n_pairs')} |")
             for name, group in {**section.get("by_direction", {}), **section.get("per_bias_type", {})}.items():

@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 
 from electra.config import GateConfig
-from electra.gate import Evidence, bias_drift, evaluate_gate, limits, non_inferiority, paired_bootstrap
+from electra.gate import (
+    Evidence,
+    bias_drift,
+    evaluate_gate,
+    limits,
+    non_inferiority,
+    paired_bootstrap,
+)
 
 
 def _write_glue(path: Path, labels: list[int], preds: list[int]) -> Path:

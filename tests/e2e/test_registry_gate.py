@@ -108,7 +108,7 @@ def test_gate_refuses_a_worse_version_promotes_a_better_one_and_rolls_back(pretr
         inputs = {d.dataset.name: d for d in register_run.inputs.dataset_inputs}
         from electra.register import content_digest
 
-        assert inputs["glue-sst2"].dataset.digest == content_digest(ROOT / "data" / "glue" / "sst2")
+        assert inputs["glue-sst2"].dataset.digest == content_digest(ROOT / "data" / "glue" / "SST-2")
         assert {"corpus:pretrain", "glue-sst2", "crows-pairs"} <= set(inputs)
 
         # The champion serves: load it by alias and predict.
