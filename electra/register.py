@@ -351,7 +351,7 @@ def _move_champion(client, name: str, version: str, expected: str | None, reason
         if _alias_version(client, name, CHAMPION) != expected:
             return False
         when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        who = os.environ.get("USER") or os.environ.get("USERNAME") or "unknown"
+        who = _user()
         client.set_model_version_tag(name, version, f"{action}.reason", reason[:5000])
         client.set_model_version_tag(name, version, f"{action}.at", when)
         client.set_model_version_tag(name, version, f"{action}.by", who)
@@ -363,6 +363,16 @@ def _move_champion(client, name: str, version: str, expected: str | None, reason
         client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
         client.set_registered_model_alias(name, CHAMPION, version)
         return True
+
+
+def _user() -> str:
+    """Who moved the alias: the OS user (containers often have no $USER)."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
 
 
 def promote(name: str, version: str | int, reason: str) -> dict[str, Any]:

@@ -109,7 +109,8 @@ def test_gate_refuses_a_worse_version_promotes_a_better_one_and_rolls_back(pretr
         from electra.register import content_digest
 
         assert inputs["glue-sst2"].dataset.digest == content_digest(ROOT / "data" / "glue" / "SST-2")
-        assert {"corpus:pretrain", "glue-sst2", "crows-pairs"} <= set(inputs)
+        assert {"glue-sst2", "crows-pairs", "vocab"} <= set(inputs)
+        assert any(n.startswith("corpus:") for n in inputs) and inputs["vocab"].dataset.source
 
         # The champion serves: load it by alias and predict.
         model = mlflow.pyfunc.load_model("models:/electra-sst2@champion")
@@ -132,6 +133,44 @@ def test_gate_refuses_a_worse_version_promotes_a_better_one_and_rolls_back(pretr
         assert missing.returncode == 1 and "version 99" in missing.stderr
 
         # A person sees it in the registry UI: the alias on the right version.
-        from tests.e2e.registry_ui import versions_with_alias_in_ui
+        from tests.e2e.mlflow_ui import versions_with_alias_in_ui
 
         assert versions_with_alias_in_ui(url, "electra-sst2", "champion") == ["2"]
+
+
+def test_champion_moves_only_from_the_version_the_gate_compared_with(tmp_path):
+    """The compare-and-set under concurrent pipelines: a stale comparison never promotes."""
+    import mlflow.pyfunc
+
+    from electra.register import _move_champion, rollback
+
+    class Length(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input, params=None):
+            return [len(str(x)) for x in model_input]
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        mlflow.set_experiment("cas")
+        for _ in range(3):
+            with mlflow.start_run():
+                mlflow.pyfunc.log_model(name="m", python_model=Length(), registered_model_name="cas-model",
+                                        pip_requirements=["mlflow"])
+        client = MlflowClient(uri)
+        with pytest.raises(ValueError, match="no champion to roll back"):
+            rollback("cas-model")
+        assert _move_champion(client, "cas-model", "1", None, "first", "promoted")
+        # Pipeline A gated version 2 against champion 1 and promotes it; pipeline B gated
+        # version 3 against champion 1 too, but champion is 2 by now: B must not move it.
+        assert _move_champion(client, "cas-model", "2", "1", "A", "promoted")
+        assert not _move_champion(client, "cas-model", "3", "1", "B", "promoted")
+        assert str(client.get_model_version_by_alias("cas-model", "champion").version) == "2"
+        assert "promoted.reason" not in client.get_model_version("cas-model", "3").tags
+        history = json.loads(client.get_registered_model("cas-model").tags["champion.history"])
+        assert [h["version"] for h in history] == ["1", "2"]
+        assert rollback("cas-model", "bad canary")["champion"] == "1"
+    finally:
+        mlflow.set_tracking_uri(previous[0])
+        mlflow.set_registry_uri(previous[1])
