@@ -86,13 +86,119 @@ def _numeric(result: dict) -> dict[str, float]:
     return out
 
 
-def run_stage(stage: str, params: Params, progress: bool = True) -> dict:
-    """Run one stage inside its MLflow run; return the stage's result plus the run id."""
+# --- "nothing changed, nothing to do": the decision DVC makes, for the other doors -------
+
+STATE_FILE = ".stage.json"   # in each stage's output folder: what it was built from
+
+
+def _stage_inputs(stage: str, params: Params) -> list[str]:
+    """The data a stage reads, from its effective params (outputs may be moved by overrides)."""
+    if stage == "ingest":
+        import glob
+
+        return sorted({p for src in params.ingest.sources for p in (glob.glob(src) or [src])})
+    if stage == "tokenize":
+        return [params.tokenize.input_dir, params.tokenize.vocab_file]
+    if stage == "pretrain":
+        return [params.pretrain.input_dir]
+    if stage == "finetune":
+        ft = params.finetune
+        return [ft.model_dir, ft.data_dir, ft.qa_file, ft.qa_dev_file or "", ft.ner_train_file, ft.ner_dev_file]
+    if stage == "evaluate":
+        ev = params.evaluate
+        return [ev.finetune_dir, ev.pretrain_dir, ev.data_dir]
+    reg = params.register
+    return [reg.pretrain_dir, reg.finetune_dir, reg.evaluate_dir, reg.licenses_file, "data.dvc"]
+
+
+def _stage_code(stage: str, dvc_yaml: Path) -> list[Path]:
+    """The stage's code as ``dvc.yaml`` lists it; without a dvc.yaml, all of ``electra/``."""
+    package = Path(__file__).resolve().parent
+    if dvc_yaml.is_file():
+        import yaml
+
+        deps = ((yaml.safe_load(dvc_yaml.read_text()) or {}).get("stages", {}).get(stage, {}) or {}).get("deps", [])
+        code = [package / Path(d).name for d in deps if isinstance(d, str) and d.startswith("electra/")]
+        if code:
+            return sorted(code)
+    return sorted(package.glob("*.py"))
+
+
+def stage_fingerprint(stage: str, params: Params, dvc_yaml: str | Path = "dvc.yaml") -> str:
+    """sha256 over what decides a stage's outputs: its params section, its code, its inputs' contents."""
+    import hashlib
+
+    from electra.files import sha256_file, sha256_tree
+
+    digest = hashlib.sha256()
+    digest.update(f"{stage}\0{params.section_hash(stage)}\0".encode())
+    for path in _stage_code(stage, Path(dvc_yaml)):
+        digest.update(f"code:{path.name}:{sha256_file(path)}\0".encode())
+    for raw in _stage_inputs(stage, params):
+        path = Path(raw) if raw else None
+        state = sha256_tree(path) if path is not None and path.exists() else "missing"
+        digest.update(f"input:{raw}:{state}\0".encode())
+    return digest.hexdigest()
+
+
+def _outputs_hash(stage: str, params: Params) -> str:
+    """sha256 over the stage's output folder, leaving out the state file written after it."""
+    import hashlib
+
+    from electra.files import sha256_file
+
+    folder = Path(getattr(params, stage).output_dir)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != STATE_FILE):
+        digest.update(f"{file.relative_to(folder).as_posix()}:{sha256_file(file)}\0".encode())
+    return digest.hexdigest()
+
+
+def up_to_date(stage: str, params: Params) -> dict | None:
+    """The recorded result when the stage's inputs, params and code are unchanged and its
+    outputs are as it left them; None when it must run."""
+    from electra.files import read_json
+
+    state_path = Path(getattr(params, stage).output_dir) / STATE_FILE
+    if not state_path.is_file():
+        return None
+    try:
+        state = read_json(state_path)
+    except (OSError, ValueError):
+        return None
+    if state.get("fingerprint") != stage_fingerprint(stage, params):
+        return None
+    if state.get("outputs") != _outputs_hash(stage, params):
+        return None
+    return state.get("result")
+
+
+def _record_state(stage: str, params: Params, fingerprint: str, result: dict) -> None:
+    folder = Path(getattr(params, stage).output_dir)
+    write_json(folder / STATE_FILE, {"stage": stage, "fingerprint": fingerprint,
+                                     "outputs": _outputs_hash(stage, params), "result": result})
+
+
+def run_stage(stage: str, params: Params, progress: bool = True, skip_unchanged: bool = False) -> dict:
+    """Run one stage inside its MLflow run; return the stage's result plus the run id.
+
+    With ``skip_unchanged``, a stage whose params section, code and inputs are those of
+    its last successful run, and whose outputs are untouched since, is not run again:
+    its recorded result comes back with ``"up_to_date": True``.
+    """
     if stage not in STAGE_FUNCTIONS:
         raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
+    if skip_unchanged and int(os.environ.get("RANK", "0")) == 0:
+        previous = up_to_date(stage, params)
+        if previous is not None:
+            return {**previous, "up_to_date": True}
+    fingerprint = stage_fingerprint(stage, params) if skip_unchanged else None
     if stage == "pretrain" and params.pretrain.nproc_per_node > 1 and "WORLD_SIZE" not in os.environ:
         # Every door (CLI, DVC, Prefect) gets data parallelism the same way: relaunch under torchrun.
-        return run_pretrain_distributed(params)
+        full = run_pretrain_distributed(params)
+        if fingerprint is not None:
+            _record_state(stage, params, fingerprint, full)
+        return full
     if int(os.environ.get("RANK", "0")) > 0:
         # A non-zero torchrun rank does its share of the work; rank 0 tracks and records it.
         return STAGE_FUNCTIONS[stage](params, NullLogger(), False)
@@ -110,7 +216,11 @@ def run_stage(stage: str, params: Params, progress: bool = True) -> dict:
         run_id = run.info.run_id
     output_dir = Path(getattr(params, stage).output_dir)
     write_json(output_dir / "run.json", {"stage": stage, "mlflow_run_id": run_id, "seconds": round(seconds, 3)})
-    return {**result, "mlflow_run_id": run_id, "seconds": round(seconds, 3)}
+    full = {**result, "mlflow_run_id": run_id, "seconds": round(seconds, 3)}
+    if fingerprint is not None:
+        # Fingerprinted before the run: an input edited while it ran makes the next run redo it.
+        _record_state(stage, params, fingerprint, full)
+    return full
 
 
 @contextlib.contextmanager

@@ -27,7 +27,6 @@ import contextlib
 import os
 import sys
 from collections.abc import Iterator
-
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -35,6 +34,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from prefect.runtime import flow_run
+from prefect.states import Completed
 
 from electra.config import STAGES, Params, load_params
 from electra.stages import pipeline_run, run_stage
@@ -42,8 +42,13 @@ from electra.stages import pipeline_run, run_stage
 
 def _stage_task(stage: str, retries: int = 0):
     @task(name=stage, task_run_name=stage, retries=retries, retry_delay_seconds=[10, 60][:retries])
-    def run(params: Params) -> dict:
-        return run_stage(stage, params, progress=False)
+    def run(params: Params, force: bool = False):
+        result = run_stage(stage, params, progress=False, skip_unchanged=not force)
+        if result.get("up_to_date"):
+            # Same params section, code and input contents as the last run, outputs untouched:
+            # the decision DVC makes. The state's name shows it in the UI and the API.
+            return Completed(data=result, name="Skipped", message="inputs, params and code unchanged")
+        return result
 
     return run
 
@@ -126,8 +131,12 @@ def _flow_run_id_in_env() -> Iterator[None]:
 
 @flow(name="electra-pipeline", log_prints=True)
 def electra_pipeline(profile: str = "tiny", overrides: list[str] | None = None,
-                     params_file: str = "params.yaml") -> dict[str, dict]:
-    """Run the six stages in order on ``profile``.
+                     params_file: str = "params.yaml", force: bool = False) -> dict[str, dict]:
+    """Run the six stages in order on ``profile``, skipping those with nothing changed.
+
+    A stage whose params section, code and input contents are those of its last
+    successful run (and whose outputs are untouched) ends in state ``Skipped`` with its
+    recorded result; ``force`` runs every stage regardless.
 
     ``overrides`` are dotted ``section.key=value`` strings merged last (as the
     CLI's ``-S``), e.g. to move every stage's outputs elsewhere; ``params_file``
@@ -138,8 +147,12 @@ def electra_pipeline(profile: str = "tiny", overrides: list[str] | None = None,
     results: dict[str, dict] = {}
     with _flow_run_id_in_env(), pipeline_run(params) as parent_id:
         for stage in STAGES:
-            results[stage] = TASKS[stage](params)
-            logger.info("%s finished in %.1fs", stage, results[stage].get("seconds", 0.0))
+            # A skipped task ends in a named state (Skipped) that carries the recorded result.
+            results[stage] = TASKS[stage](params, force=force, return_state=True).result()
+            if results[stage].get("up_to_date"):
+                logger.info("%s skipped: inputs, params and code unchanged", stage)
+            else:
+                logger.info("%s finished in %.1fs", stage, results[stage].get("seconds", 0.0))
         results["pipeline"] = {"mlflow_run_id": parent_id}
     _publish_registration(results["register"])
     pending = results["register"].get("pending_approval") or {}

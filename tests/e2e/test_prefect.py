@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from electra.config import STAGES
 from tests.conftest import ROOT, free_port, stage_dirs, stop_process, wait_http
 
 PREFECT = [sys.executable, "-m", "prefect"]
@@ -104,7 +105,7 @@ def test_flow_in_process_runs_the_stages_in_order_with_the_flow_run_id(prefect_s
 
     seen: list[tuple[str, str | None]] = []
 
-    def fake_run_stage(stage, params, progress=True):
+    def fake_run_stage(stage, params, progress=True, skip_unchanged=False):
         seen.append((stage, os.environ.get("PREFECT__FLOW_RUN_ID")))
         return {"seconds": 0.0, "mlflow_run_id": f"run-{stage}"}
 
@@ -127,6 +128,17 @@ def test_flow_in_process_runs_the_stages_in_order_with_the_flow_run_id(prefect_s
     assert "PREFECT__FLOW_RUN_ID" not in os.environ
 
 
+def _task_states(api_url: str, flow_run_id: str) -> dict[str, str]:
+    """Each task run of a flow run, by task name, with its final state's name (from the API)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    return {run.name: run.state.name for run in runs}
+
+
 @pytest.mark.slow
 def test_served_micro_deployment_completes_and_registers(prefect_server, mlflow_server, tmp_path):
     from mlflow import MlflowClient
@@ -142,23 +154,34 @@ def test_served_micro_deployment_completes_and_registers(prefect_server, mlflow_
         )
         try:
             wait_http(f"{api_url}/deployments/name/electra-pipeline/micro", timeout=60, proc=serve)
-            started = time.time()
-            run = subprocess.run(
-                [*PREFECT, "deployment", "run", "electra-pipeline/micro",
-                 "--params", json.dumps({"overrides": stage_dirs(tmp_path)}),
-                 "--watch", "--watch-interval", "1", "--watch-timeout", "300"],
-                cwd=tmp_path, env=env, capture_output=True, text=True, timeout=330,
-            )
-            seconds = time.time() - started
+
+            def deployment_run() -> tuple[subprocess.CompletedProcess, float]:
+                started = time.time()
+                run = subprocess.run(
+                    [*PREFECT, "deployment", "run", "electra-pipeline/micro",
+                     "--params", json.dumps({"overrides": stage_dirs(tmp_path)}),
+                     "--watch", "--watch-interval", "1", "--watch-timeout", "300"],
+                    cwd=tmp_path, env=env, capture_output=True, text=True, timeout=330,
+                )
+                return run, time.time() - started
+
+            run, seconds = deployment_run()
+            # Nothing changed: the second run must skip every stage (the decision DVC makes).
+            rerun, rerun_seconds = deployment_run() if run.returncode == 0 else (run, 0.0)
         finally:
             _stop(serve)
     output = run.stdout + run.stderr
     assert run.returncode == 0, f"deployment run failed:\n{output}\n--- serve log ---\n{serve_log.read_text()[-6000:]}"
     assert "Completed" in output, output
-    print(f"prefect deployment run electra-pipeline/micro: {seconds:.1f}s")
+    print(f"prefect deployment run electra-pipeline/micro: first {seconds:.1f}s, second (skipping) "
+          f"{rerun_seconds:.1f}s")
     match = re.search(r"UUID:\s*([0-9a-f-]{36})", output)
     assert match, f"no flow run id in the CLI's output:\n{output}"
     flow_run_id = match.group(1)
+    assert rerun.returncode == 0 and "Completed" in rerun.stdout + rerun.stderr, rerun.stdout + rerun.stderr
+    rerun_id = re.search(r"UUID:\s*([0-9a-f-]{36})", rerun.stdout + rerun.stderr).group(1)
+    assert _task_states(api_url, flow_run_id) == {stage: "Completed" for stage in STAGES}
+    assert _task_states(api_url, rerun_id) == {stage: "Skipped" for stage in STAGES}
 
     # The overrides moved every output under tmp_path.
     registration = json.loads((tmp_path / "outputs/register/registration.json").read_text())
@@ -212,7 +235,7 @@ def test_approval_pauses_the_flow_until_a_person_approves(prefect_server, mlflow
     version = str(info.registered_model_version)
     flow_run_ids: list[str] = []
 
-    def fake_run_stage(stage, params, progress=True):
+    def fake_run_stage(stage, params, progress=True, skip_unchanged=False):
         flow_run_ids.append(os.environ.get("PREFECT__FLOW_RUN_ID"))
         result = {"seconds": 0.0, "mlflow_run_id": f"run-{stage}"}
         if stage == "register":
@@ -255,3 +278,26 @@ def test_approval_pauses_the_flow_until_a_person_approves(prefect_server, mlflow
     assert promoted.version == version
     assert promoted.tags["promoted.reason"].startswith("approved by tester in Prefect flow run ")
     assert "gate report reviewed" in promoted.tags["promoted.reason"]
+
+
+@pytest.mark.slow
+def test_prefect_yaml_deploys_every_profile_to_the_process_work_pool(prefect_server, tmp_path):
+    """`prefect deploy --all` from the project root: one deployment per profile, on the pool."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    api_url, home = prefect_server
+    env = _prefect_env(home, api_url)
+    pool = subprocess.run([*PREFECT, "work-pool", "create", "electra-process", "--type", "process",
+                           "--overwrite"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert pool.returncode == 0, pool.stdout + pool.stderr
+    deploy = subprocess.run([*PREFECT, "--no-prompt", "deploy", "--all"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+    with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
+        for profile in ("micro", "tiny", "small", "base"):
+            deployment = client.read_deployment_by_name(f"electra-pipeline/{profile}")
+            assert deployment.work_pool_name == "electra-process"
+            assert deployment.parameters == {"profile": profile}
+            # The typed parameters make the UI's run form: profile, overrides, force.
+            assert {"profile", "overrides", "force"} <= set(deployment.parameter_openapi_schema["properties"])

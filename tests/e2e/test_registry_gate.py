@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import mlflow
@@ -44,9 +42,14 @@ def _rewrite_predictions(evaluate_dir: Path, target: Path, how: str) -> None:
     (target / "metrics.json").write_text(json.dumps(metrics))
 
 
-def _cli(*args: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "electra.cli", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+def _cli(*args: str):
+    """The ``electra`` command in this process (typer's runner: the CLI's own code path,
+    without paying a fresh interpreter's imports per call)."""
+    from typer.testing import CliRunner
+
+    from electra.cli import app
+
+    return CliRunner().invoke(app, list(args))
 
 
 def test_gate_refuses_a_worse_version_promotes_a_better_one_and_rolls_back(pretrained_micro, tmp_path,
@@ -118,19 +121,17 @@ def test_gate_refuses_a_worse_version_promotes_a_better_one_and_rolls_back(pretr
         assert len(predictions) == 2
 
         # By hand, through the CLI: rollback, then promote with a reason.
-        env = {**__import__("os").environ, "MLFLOW_TRACKING_URI": url}
-        rolled = _cli("rollback", "--model", "electra-sst2", "--reason", "v3 misbehaves in canary", env=env)
-        assert rolled.returncode == 0, rolled.stderr
+        rolled = _cli("rollback", "--model", "electra-sst2", "--reason", "v3 misbehaves in canary")
+        assert rolled.exit_code == 0, rolled.output
         assert json.loads(rolled.stdout)["champion"] == "1"
         assert client.get_model_version_by_alias("electra-sst2", "champion").version == "1"
         assert client.get_model_version("electra-sst2", "3").tags["rolled_back.reason"] == "v3 misbehaves in canary"
-        promoted = _cli("promote", "--model", "electra-sst2", "--version", "2", "--reason", "accepted by review",
-                        env=env)
-        assert promoted.returncode == 0, promoted.stderr
+        promoted = _cli("promote", "--model", "electra-sst2", "--version", "2", "--reason", "accepted by review")
+        assert promoted.exit_code == 0, promoted.output
         v2 = client.get_model_version("electra-sst2", "2")
         assert "champion" in v2.aliases and v2.tags["promoted.reason"] == "accepted by review"
-        missing = _cli("promote", "--model", "electra-sst2", "--version", "99", "--reason", "x", env=env)
-        assert missing.returncode == 1 and "version 99" in missing.stderr
+        missing = _cli("promote", "--model", "electra-sst2", "--version", "99", "--reason", "x")
+        assert missing.exit_code == 1 and "version 99" in missing.stderr
 
         # A person sees it in the registry UI: the alias on the right version.
         from tests.e2e.mlflow_ui import versions_with_alias_in_ui
@@ -149,10 +150,11 @@ def test_champion_moves_only_from_the_version_the_gate_compared_with(tmp_path):
             return [len(str(x)) for x in model_input]
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     try:
+        # Artifacts in tmp_path too (a sqlite store's default artifact root is ./mlruns).
+        mlflow.create_experiment("cas", artifact_location=(tmp_path / "artifacts").as_uri())
         mlflow.set_experiment("cas")
         for _ in range(3):
             with mlflow.start_run():
@@ -172,5 +174,5 @@ def test_champion_moves_only_from_the_version_the_gate_compared_with(tmp_path):
         assert [h["version"] for h in history] == ["1", "2"]
         assert rollback("cas-model", "bad canary")["champion"] == "1"
     finally:
-        mlflow.set_tracking_uri(previous[0])
-        mlflow.set_registry_uri(previous[1])
+        mlflow.set_tracking_uri(None)      # and MLFLOW_TRACKING_URI, which it had set
+        mlflow.set_registry_uri(None)
