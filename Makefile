@@ -31,13 +31,14 @@ run: setup data  ## the whole pipeline on the tiny profile, through DVC
 test: setup data system  ## the test suite
 	python -m pytest -q
 
-# Debian's Chromium for the registry-UI browser check (Playwright drives it and never
-# downloads a browser of its own). Installed once, when missing.
+# System packages the tests drive for real, from Debian, installed once when missing:
+# Chromium for the registry-UI check (Playwright never downloads a browser of its own) and
+# PostgreSQL for the scaled-out topology (MLflow and Prefect servers on Postgres).
 system:
-	@command -v chromium >/dev/null || { \
+	@{ command -v chromium >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; } || { \
 	  SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO="sudo"; \
 	  $$SUDO apt-get update -q && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends chromium; }
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends chromium postgresql; }
 
 setup: $(VENV)/.installed
 

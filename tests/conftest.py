@@ -147,14 +147,54 @@ def stop_process(proc: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def running_mlflow_server(tmp: Path) -> Iterator[str]:
-    """A real ``mlflow server`` on 127.0.0.1 (sqlite backend, local artifacts) for the block; yields its URL."""
+def running_postgres(databases: tuple[str, ...] = ("mlflow", "prefect")) -> Iterator[str]:
+    """A real PostgreSQL server on 127.0.0.1 (Debian's package) with ``databases``, for the block.
+
+    Yields the base URI ``postgresql://electra@127.0.0.1:PORT`` (trust authentication, on
+    loopback only). Run as root, the server runs as the ``postgres`` user, as it requires.
+    """
+    import glob
+    import shutil
+    import tempfile
+
+    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]))
+    bindir = Path(bins[-1]) if bins else Path(shutil.which("initdb") or "initdb").parent
+    as_owner: list[str] = []
+    folder = Path(tempfile.mkdtemp(prefix="electra-pg-"))   # under /tmp: the server user can reach it
+    if os.geteuid() == 0:
+        import pwd
+
+        owner = pwd.getpwnam("postgres")
+        os.chown(folder, owner.pw_uid, owner.pw_gid)
+        as_owner = ["runuser", "-u", "postgres", "--"]
+    port = free_port()
+    data = folder / "data"
+    try:
+        subprocess.run([*as_owner, str(bindir / "initdb"), "-D", str(data), "-U", "electra", "--auth=trust",
+                        "-E", "UTF8"], check=True, capture_output=True, timeout=120)
+        subprocess.run([*as_owner, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(folder / "server.log"),
+                        "-o", f"-h 127.0.0.1 -p {port} -k {folder}", "-w", "start"],
+                       check=True, capture_output=True, timeout=120)
+        for name in databases:
+            subprocess.run([str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "electra", name],
+                           check=True, capture_output=True, timeout=60)
+        yield f"postgresql://electra@127.0.0.1:{port}"
+    finally:
+        subprocess.run([*as_owner, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"],
+                       capture_output=True, timeout=60)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def running_mlflow_server(tmp: Path, backend_store_uri: str | None = None) -> Iterator[str]:
+    """A real ``mlflow server`` on 127.0.0.1 (sqlite backend unless given one, local artifacts)
+    for the block; yields its URL."""
     port = free_port()
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     log = open(tmp / "server.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp}/mlflow.db",
+         "--workers", "1", "--backend-store-uri", backend_store_uri or f"sqlite:///{tmp}/mlflow.db",
          "--artifacts-destination", str(tmp / "artifacts")],
         stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
     )

@@ -3,7 +3,8 @@
 ``python -m flows.pipeline serve micro`` serves ``electra-pipeline/micro`` against a
 real ``prefect server start``; ``prefect deployment run ... --watch`` triggers it
 with overrides that move every output under a temporary folder, and MLflow
-tracking goes to the real ``mlflow server`` of the ``mlflow_server`` fixture.
+tracking goes to a real ``mlflow server``. Both servers keep their state in one real
+PostgreSQL (the topology of ``docker/compose.yaml``, without containers).
 The run must finish Completed and leave a registered discriminator whose aliases
 and lineage tags (the Prefect flow run id among them) are checked on that server.
 
@@ -26,7 +27,15 @@ from pathlib import Path
 import pytest
 
 from electra.config import STAGES
-from tests.conftest import ROOT, free_port, stage_dirs, stop_process, wait_http
+from tests.conftest import (
+    ROOT,
+    free_port,
+    running_mlflow_server,
+    running_postgres,
+    stage_dirs,
+    stop_process,
+    wait_http,
+)
 
 PREFECT = [sys.executable, "-m", "prefect"]
 MODEL = "electra-discriminator"
@@ -70,22 +79,39 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="module")
-def prefect_server(request, tmp_path_factory):
-    """A real ``prefect server start`` on 127.0.0.1 (sqlite in a temporary PREFECT_HOME).
+def postgres():
+    """The scaled-out topology without containers: one PostgreSQL on 127.0.0.1 holding the
+    MLflow server's and the Prefect server's databases (as docker/compose.yaml does)."""
+    with running_postgres(("mlflow", "prefect")) as base_uri:
+        yield base_uri
 
-    Yields ``(api_url, home)``. The session's ``mlflow_server`` boots while this
-    one does (each takes seconds on two cores).
+
+@pytest.fixture(scope="module")
+def pg_mlflow_server(postgres, tmp_path_factory):
+    """A real ``mlflow server`` whose backend store is the Postgres database ``mlflow``."""
+    # The driver named: SQLAlchemy 2.1's default for postgresql:// is psycopg 3.
+    store = postgres.replace("postgresql://", "postgresql+psycopg2://") + "/mlflow"
+    with running_mlflow_server(tmp_path_factory.mktemp("mlflow-pg"), store) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def prefect_server(postgres, tmp_path_factory):
+    """A real ``prefect server start`` on 127.0.0.1 on the Postgres database ``prefect``.
+
+    Yields ``(api_url, home)``.
     """
     home = tmp_path_factory.mktemp("prefect-home")
     port = free_port()
     api_url = f"http://127.0.0.1:{port}/api"
     log = open(home / "server.log", "w")
+    database = postgres.replace("postgresql://", "postgresql+asyncpg://") + "/prefect"
     proc = subprocess.Popen(
         [*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port), "--analytics-off"],
-        stdout=log, stderr=subprocess.STDOUT, env=_prefect_env(home), start_new_session=True,
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        env=_prefect_env(home, PREFECT_API_DATABASE_CONNECTION_URL=database),
     )
     try:
-        request.getfixturevalue("mlflow_server")
         wait_http(f"{api_url}/health", timeout=120, proc=proc)
         yield api_url, home
     finally:
@@ -140,11 +166,11 @@ def _task_states(api_url: str, flow_run_id: str) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_served_micro_deployment_completes_and_registers(prefect_server, mlflow_server, tmp_path):
+def test_served_micro_deployment_completes_and_registers(prefect_server, pg_mlflow_server, tmp_path):
     from mlflow import MlflowClient
 
     api_url, home = prefect_server
-    env = _prefect_env(home, api_url, MLFLOW_TRACKING_URI=mlflow_server)
+    env = _prefect_env(home, api_url, MLFLOW_TRACKING_URI=pg_mlflow_server)
     serve_log = tmp_path / "serve.log"
     with open(serve_log, "w") as log:
         # cwd: the project root, where params.yaml, profiles/, data/ and data.dvc resolve.
@@ -187,7 +213,7 @@ def test_served_micro_deployment_completes_and_registers(prefect_server, mlflow_
     registration = json.loads((tmp_path / "outputs/register/registration.json").read_text())
     version = registration["versions"][MODEL]
 
-    client = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
+    client = MlflowClient(tracking_uri=pg_mlflow_server, registry_uri=pg_mlflow_server)
     challenger = client.get_model_version_by_alias(MODEL, "challenger")
     champion = client.get_model_version_by_alias(MODEL, "champion")  # micro's gates are loose
     assert challenger.version == champion.version == version
@@ -202,7 +228,7 @@ def test_served_micro_deployment_completes_and_registers(prefect_server, mlflow_
 
 
 @pytest.mark.slow
-def test_approval_pauses_the_flow_until_a_person_approves(prefect_server, mlflow_server, monkeypatch, tmp_path):
+def test_approval_pauses_the_flow_until_a_person_approves(prefect_server, pg_mlflow_server, monkeypatch, tmp_path):
     """register.require_approval: the flow pauses with a typed form; on approval, champion moves.
 
     The stages are stubbed (their work is tested elsewhere); the version to approve is a
@@ -227,8 +253,8 @@ def test_approval_pauses_the_flow_until_a_person_approves(prefect_server, mlflow
             return [len(str(x)) for x in model_input]
 
     name = "approval-check"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
-    mlflow.set_tracking_uri(mlflow_server)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", pg_mlflow_server)
+    mlflow.set_tracking_uri(pg_mlflow_server)
     with mlflow.start_run():
         info = mlflow.pyfunc.log_model(name="model", python_model=Length(), registered_model_name=name,
                                        pip_requirements=["mlflow"])
@@ -266,7 +292,7 @@ def test_approval_pauses_the_flow_until_a_person_approves(prefect_server, mlflow
                         paused = client.read_flow_run(flow_run_ids[-1]).state.is_paused()
             assert paused, "the flow never paused for approval"
             # Still waiting: nothing promoted yet.
-            versions = MlflowClient(mlflow_server).search_model_versions(f"name='{name}'")
+            versions = MlflowClient(pg_mlflow_server).search_model_versions(f"name='{name}'")
             assert all("champion" not in v.aliases for v in versions)
             resume_flow_run(flow_run_ids[-1], run_input={"approve": True, "approver": "tester",
                                                          "reason": "gate report reviewed"})
@@ -274,7 +300,7 @@ def test_approval_pauses_the_flow_until_a_person_approves(prefect_server, mlflow
         finally:
             runner.join(timeout=1)
     assert states and states[0].is_completed(), states
-    promoted = MlflowClient(mlflow_server).get_model_version_by_alias(name, "champion")
+    promoted = MlflowClient(pg_mlflow_server).get_model_version_by_alias(name, "champion")
     assert promoted.version == version
     assert promoted.tags["promoted.reason"].startswith("approved by tester in Prefect flow run ")
     assert "gate report reviewed" in promoted.tags["promoted.reason"]
