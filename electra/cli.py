@@ -44,7 +44,7 @@ def _load(params_file: str, profile: str | None, overrides: list[str] | None) ->
 
 
 def _run_one(stage: str, params_file: str, profile: str | None, overrides: list[str] | None, progress: bool,
-             resolved: str | None = None) -> None:
+             resolved: str | None = None, task: str | None = None) -> None:
     from electra.stages import run_stage
 
     _defaults_for_embedded_services()
@@ -59,14 +59,33 @@ def _run_one(stage: str, params_file: str, profile: str | None, overrides: list[
     try:
         # stdout carries the JSON result only; libraries' chatter goes to stderr.
         with contextlib.redirect_stdout(sys.stderr):
-            result = run_stage(stage, params, progress=progress)
+            result = run_stage(stage, params, progress=progress, task=task)
     except (FileNotFoundError, ValueError) as exc:
-        typer.echo(f"error: {stage}: {exc}", err=True)
+        typer.echo(f"error: {stage if task is None else f'{stage}@{task}'}: {exc}", err=True)
         raise typer.Exit(code=1) from None
     typer.echo(json.dumps(result, indent=2, default=str))
 
 
+TaskOpt = Annotated[str | None, typer.Option(
+    "--task", "-t", help="Only this task of finetune.tasks (the stage's run is named <stage>@<task>).")]
+
+
 def _make_stage_command(stage: str, doc: str):
+    if stage in ("finetune", "evaluate"):
+        def per_task_command(
+            profile: ProfileOpt = None,
+            set_: SetOpt = None,
+            params: ParamsOpt = "params.yaml",
+            progress: ProgressOpt = True,
+            resolved: ResolvedOpt = None,
+            task: TaskOpt = None,
+        ) -> None:
+            _run_one(stage, params, profile, set_, progress, resolved, task)
+
+        per_task_command.__doc__ = doc
+        per_task_command.__name__ = stage
+        return per_task_command
+
     def command(
         profile: ProfileOpt = None,
         set_: SetOpt = None,
@@ -85,8 +104,8 @@ _DOCS = {
     "ingest": "Read raw text files; write normalised, deduplicated sentence shards and a manifest.",
     "tokenize": "WordPiece-tokenise the shards and pack ELECTRA pretraining examples (memmap shards).",
     "pretrain": "Pretrain generator + discriminator (replaced-token detection); resumes from checkpoints.",
-    "finetune": "Fine-tune the discriminator on each GLUE task in finetune.tasks.",
-    "evaluate": "GLUE dev metrics, CrowS-Pairs on the generator, EEC on the SST-2 model.",
+    "finetune": "Fine-tune the discriminator on each task in finetune.tasks (or one: --task).",
+    "evaluate": "Dev metrics of each fine-tuned task (or one: --task), the bias benchmarks, the report.",
     "register": "Log and register the models in MLflow, gate them, set challenger/champion aliases.",
 }
 for _stage in STAGES:

@@ -15,6 +15,7 @@ import copy
 import hashlib
 import json
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -265,6 +266,24 @@ class TrackingConfig(_Frozen):
     artifact_dir: str = "mlartifacts"
 
 
+class PrefectConfig(_Frozen):
+    """How the Prefect door runs the stages (not a stage: no output depends on it, DVC ignores it)."""
+
+    # "<flow>/<deployment>" to run pretraining (each fine-tuning task) as a flow run on a
+    # GPU work pool; null: in the pipeline's own process. The worker must see the same
+    # outputs folder (a shared volume): stages hand over paths and hashes, never objects.
+    pretrain_deployment: str | None = None
+    finetune_deployment: str | None = None
+    # Fine-tuning and evaluation tasks hold a slot of a global concurrency limit named after
+    # the device ("gpu" or "cpu"); created with this many slots when it does not exist.
+    device_slots: int = Field(default=1, ge=1)
+    retries: int = Field(default=2, ge=0)      # per stage, for transient failures
+    retry_delay_s: float = Field(default=10.0, ge=0)   # first back-off; doubles per retry, jittered
+    # After the flow: `dvc commit` so that dvc.lock describes what the flow made, when the
+    # flow ran exactly what `dvc repro` would (params.yaml's profile, no overrides).
+    dvc_commit: bool = True
+
+
 class Params(_Frozen):
     """The whole pipeline's configuration (``register`` shadows ABCMeta.register, harmlessly)."""
 
@@ -276,6 +295,7 @@ class Params(_Frozen):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     register: RegisterConfig = Field(default_factory=RegisterConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    prefect: PrefectConfig = Field(default_factory=PrefectConfig)
 
     @model_validator(mode="after")
     def _check_cross_section(self) -> Params:
@@ -374,10 +394,13 @@ def load_params(
     profile: str | None = None,
     overrides: list[str] | tuple[str, ...] = (),
     profiles_dir: str | Path | None = None,
+    sections: Mapping[str, Any] | None = None,
 ) -> Params:
-    """Load ``params.yaml``, merge the profile overlay and the overrides, and validate.
+    """Load ``params.yaml``, merge the profile overlay, ``sections`` and the overrides, and validate.
 
-    The profile is ``profile`` when given, else the file's ``profile`` key. Raises
+    The profile is ``profile`` when given, else the file's ``profile`` key. ``sections``
+    maps section names to values (dicts or the section's model, e.g. from the Prefect
+    form), merged over the profile; the dotted overrides come last. Raises
     :class:`ConfigError` with the offending field named.
     """
     params_path = Path(params_file)
@@ -391,6 +414,14 @@ def load_params(
         known = sorted(p.stem for p in profiles_root.glob("*.yaml"))
         raise ConfigError(f"unknown profile {chosen!r}: no {profile_path} (known: {known})")
     raw["profile"] = chosen
+    for name, value in (sections or {}).items():
+        if value is None:
+            continue
+        if isinstance(value, BaseModel):
+            value = value.model_dump(mode="json")
+        if not isinstance(value, dict):
+            raise ConfigError(f"section {name!r}: expected a mapping, got {type(value).__name__}")
+        raw[name] = deep_merge(raw.get(name) or {}, value)
     for text in overrides:
         parts, value = parse_override(text)
         node = raw

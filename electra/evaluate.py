@@ -19,6 +19,10 @@ of the first seed's model (the registered one). The GLUE score is the ELECTRA
 paper's: the plain mean of the GLUE tasks' main numbers (CoLA MCC, STS-B
 Spearman, accuracy elsewhere), over the tasks listed in ``score_tasks``.
 
+Each task's metrics are also recorded in ``{output_dir}/tasks/{task}/result.json``
+with the key they were made under (models, params, code): the Prefect flow evaluates
+each task as soon as its fine-tuning ends, and the summary reuses those results.
+
 Also written: ``report/report.md`` (our numbers next to published reference rows) and
 ``plots/*.png``; both, and one nested run per (task, seed), go to the tracker.
 """
@@ -162,13 +166,18 @@ def _summarise(per_seed: dict[str, dict], first_seed: str) -> dict[str, Any]:
 
 
 def evaluate_task(task: str, cfg: EvaluateConfig, ft: FinetuneConfig, device, logger: MetricLogger) -> dict[str, Any]:
-    """Every seed's model of ``task`` on its dev set; predictions written, metrics summarised."""
+    """Every seed's model of ``task`` on its dev set; predictions written, metrics summarised.
+
+    A task the finetune stage skipped (no train split) gives ``{"skipped": why}``.
+    """
     from electra.finetune import ner_splits, qa_splits, task_kind
 
     result_path = Path(cfg.finetune_dir) / task / "result.json"
     if not result_path.is_file():
         raise FileNotFoundError(f"{result_path}: no fine-tuned models for {task!r} (run the finetune stage first)")
     summary = read_json(result_path)
+    if "skipped" in summary:
+        return {"skipped": summary["skipped"]}
     kind = task_kind(task)
     note = None
     if kind == "glue":
@@ -197,6 +206,61 @@ def evaluate_task(task: str, cfg: EvaluateConfig, ft: FinetuneConfig, device, lo
     if note:
         out["dev"] = note
     return out
+
+
+# The code a per-task result depends on: a change to any of these makes it stale.
+_TASK_CODE = ("evaluate.py", "finetune.py", "glue.py", "qa.py", "ner.py", "metrics.py")
+
+
+def task_result_key(task: str, cfg: EvaluateConfig, ft: FinetuneConfig) -> str:
+    """What one task's evaluation is a function of: its fine-tuned models (their result.json,
+    which changes whenever they are retrained), both params sections and the code."""
+    import hashlib
+
+    from electra.files import sha256_file
+
+    digest = hashlib.sha256()
+    digest.update(json.dumps([task, cfg.model_dump(mode="json"), ft.model_dump(mode="json")],
+                             sort_keys=True).encode())
+    finetuned = Path(cfg.finetune_dir) / task / "result.json"
+    digest.update((sha256_file(finetuned) if finetuned.is_file() else "missing").encode())
+    package = Path(__file__).resolve().parent
+    for name in _TASK_CODE:
+        digest.update(f"{name}:{sha256_file(package / name)}".encode())
+    return digest.hexdigest()
+
+
+def task_result_path(cfg: EvaluateConfig, task: str) -> Path:
+    """``{output_dir}/tasks/{task}/result.json``: one task's metrics, with the key they were made under."""
+    return Path(cfg.output_dir) / "tasks" / task / "result.json"
+
+
+def evaluate_one(task: str, cfg: EvaluateConfig, ft: FinetuneConfig, logger: MetricLogger | None = None,
+                 device: Any = None, reuse: bool = True) -> dict[str, Any]:
+    """Evaluate one task and record its metrics in ``tasks/{task}/result.json``.
+
+    With ``reuse``, a recorded result made under the same :func:`task_result_key` (same
+    models, params and code) is returned without predicting again: the Prefect flow
+    evaluates each task as soon as it is fine-tuned, and the summary step reuses those.
+    """
+    from electra.runtime import resolve_device
+
+    if task not in ft.tasks:
+        raise ValueError(f"task {task!r} is not in finetune.tasks ({', '.join(ft.tasks)})")
+    key = task_result_key(task, cfg, ft)
+    path = task_result_path(cfg, task)
+    if reuse and path.is_file():
+        try:
+            recorded = read_json(path)
+        except (OSError, ValueError):
+            recorded = {}
+        predictions = Path(cfg.output_dir) / "predictions" / task
+        if recorded.get("key") == key and ("skipped" in recorded["result"] or predictions.is_dir()):
+            return recorded["result"]
+    device = device if device is not None else resolve_device(cfg.device)
+    section = evaluate_task(task, cfg, ft, device, logger or NullLogger())
+    write_json(path, {"task": task, "key": key, "result": section})
+    return section
 
 
 def evaluate_bias(cfg: EvaluateConfig, sst2_model_dir: str | None, device: Any, progress: bool = False) -> dict[str, Any]:
@@ -248,15 +312,10 @@ def evaluate(
     logger = logger or NullLogger()
     device = resolve_device(cfg.device)
     out_dir = Path(cfg.output_dir)
-    summary_path = Path(cfg.finetune_dir) / "summary.json"
-    skipped = read_json(summary_path).get("skipped", {}) if summary_path.is_file() else {}
     result: dict[str, Any] = {"glue": {}}
     for task in tqdm(list(finetune_cfg.tasks), desc="evaluate", disable=not progress, unit="task"):
-        if task in skipped:
-            result["glue"][task] = {"skipped": skipped[task]}
-            continue
-        section = evaluate_task(task, cfg, finetune_cfg, device, logger)
-        if task_kind(task) == "glue":
+        section = evaluate_one(task, cfg, finetune_cfg, logger, device)
+        if task_kind(task) == "glue" or "skipped" in section:
             result["glue"][task] = section
         else:
             result[task] = section

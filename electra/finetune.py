@@ -7,8 +7,10 @@ linear warm-up then linear decay to zero, and gradient clipping at 1.0.
 Batches are padded only to their own longest sequence and drawn from
 length-sorted buckets so that little compute goes to padding.
 
-Outputs, per task: ``{output_dir}/{task}/model/`` (model + tokenizer, swapped
-into place only once complete) and ``{output_dir}/{task}/result.json``; plus
+Outputs, per task and seed: ``{output_dir}/{task}/seed-{seed}/model/`` (model +
+tokenizer, swapped into place only once complete); per task
+``{output_dir}/{task}/result.json``. Each task writes only its own folder, so the
+tasks fan out (Prefect ``.map``, DVC ``foreach``); a run over all tasks adds
 ``{output_dir}/summary.json``.
 """
 
@@ -309,7 +311,7 @@ def _load_model(cfg: FinetuneConfig, spec: TaskSpec):
     )
 
 
-def _check_inputs(cfg: FinetuneConfig) -> dict[str, str]:
+def _check_inputs(cfg: FinetuneConfig, tasks: Sequence[str] | None = None) -> dict[str, str]:
     """Fail before any training when a task cannot run, rather than after the first one.
 
     Returns the GLUE tasks that have no train split here (QNLI), with the reason:
@@ -320,7 +322,7 @@ def _check_inputs(cfg: FinetuneConfig) -> dict[str, str]:
             f"{cfg.model_dir}: pretrained discriminator not found (run the pretrain stage first)"
         )
     skipped: dict[str, str] = {}
-    for task in cfg.tasks:
+    for task in cfg.tasks if tasks is None else tasks:
         if task == "qa":
             files = [cfg.qa_file] + ([cfg.qa_dev_file] if cfg.qa_dev_file else [])
         elif task == "ner":
@@ -453,58 +455,110 @@ def seeds_of(cfg: FinetuneConfig) -> list[int]:
     return [cfg.seed + i for i in range(cfg.seeds)]
 
 
-def finetune(cfg: FinetuneConfig, logger: MetricLogger | None = None, progress: bool = True) -> dict:
-    """Fine-tune the pretrained discriminator on every task in ``cfg.tasks``, once per seed.
+def finetune_task(cfg: FinetuneConfig, task: str, logger: MetricLogger | None = None, progress: bool = True,
+                  device: Any = None) -> dict[str, Any]:
+    """Fine-tune the pretrained discriminator on one task, once per seed.
 
     Writes ``{output_dir}/{task}/seed-{seed}/model/`` (model + tokenizer) and
-    ``.../result.json`` per run, ``{output_dir}/{task}/result.json`` (every seed's
-    result; ``model_dir`` = the first seed's model, the one registered: fixed in
-    advance, never the best on dev) and ``{output_dir}/summary.json``. Each (task,
-    seed) is a nested run under ``logger`` with its loss curve. GLUE tasks without
-    a train split (QNLI here) are skipped and listed in ``skipped``.
+    ``.../result.json`` per run, and ``{output_dir}/{task}/result.json``: every seed's
+    result, with ``model_dir`` = the first seed's model (the one registered: fixed in
+    advance, never the best on dev). A GLUE task without a train split here (QNLI) is
+    not trained: its ``result.json`` says ``skipped`` and why. Each seed is a nested run
+    under ``logger`` with its loss curve. Returns the task's ``result.json`` content.
+
+    One task writes only under its own folder, so tasks can run in parallel (the Prefect
+    fan-out, the ``finetune@<task>`` DVC stages) and in any order.
+    """
+    if task not in cfg.tasks:
+        raise ValueError(f"task {task!r} is not in finetune.tasks ({', '.join(cfg.tasks)})")
+    logger = logger or NullLogger()
+    task_dir = Path(cfg.output_dir) / task
+    skipped = _check_inputs(cfg, [task])
+    if task in skipped:
+        summary: dict[str, Any] = {"task": task, "kind": task_kind(task), "skipped": skipped[task]}
+        write_json(task_dir / "result.json", summary)
+        return summary
+    device = device if device is not None else resolve_device(cfg.device)
+    runs: dict[str, dict[str, Any]] = {}
+    for seed in seeds_of(cfg):
+        run_dir = task_dir / f"seed-{seed}"
+        with logger.child(f"{task}/seed-{seed}", {"task": task, "seed": str(seed)}) as run_logger:
+            kind = task_kind(task)
+            if kind == "glue":
+                result = _finetune_glue(cfg, task, seed, run_dir, run_logger, progress, device)
+            elif kind == "qa":
+                result = _finetune_qa(cfg, seed, run_dir, run_logger, progress, device)
+            else:
+                result = _finetune_ner(cfg, seed, run_dir, run_logger, progress, device)
+        result = {"task": task, "seed": seed, "device": str(device), **result}
+        write_json(run_dir / "result.json", result)
+        runs[str(seed)] = result
+    first = runs[str(seeds_of(cfg)[0])]
+    summary = {
+        "task": task,
+        "kind": task_kind(task),
+        "seeds": seeds_of(cfg),
+        "model_dir": first["model_dir"],
+        "max_seq_length": first["max_seq_length"],
+        "train_loss": float(np.median([r["train_loss"] for r in runs.values()])),
+        "seconds": sum(r["seconds"] for r in runs.values()),
+        "runs": runs,
+    }
+    write_json(task_dir / "result.json", summary)
+    return summary
+
+
+def finetune_results(finetune_dir: str | Path, tasks: Sequence[str]) -> tuple[dict[str, dict], dict[str, str]]:
+    """The per-task ``result.json`` files under ``finetune_dir``: (trained tasks, skipped tasks with why).
+
+    Raises FileNotFoundError naming the first task that has not been fine-tuned.
+    """
+    from electra.files import read_json
+
+    trained: dict[str, dict] = {}
+    skipped: dict[str, str] = {}
+    for task in tasks:
+        path = Path(finetune_dir) / task / "result.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no fine-tuned models for {task!r} (run the finetune stage first)")
+        result = read_json(path)
+        if "skipped" in result:
+            skipped[task] = result["skipped"]
+        else:
+            trained[task] = result
+    return trained, skipped
+
+
+def finetune(cfg: FinetuneConfig, logger: MetricLogger | None = None, progress: bool = True,
+             tasks: Sequence[str] | None = None) -> dict:
+    """Fine-tune the pretrained discriminator on ``tasks`` (default: every task in ``cfg.tasks``).
+
+    Each task is :func:`finetune_task`. All inputs are checked before the first task
+    trains. A run over every task also writes ``{output_dir}/summary.json``.
 
     Returns ``{"tasks": {task: {"model_dir", "train_loss", "seconds"}}, "skipped", "output_dir"}``.
     """
-    logger = logger or NullLogger()
-    skipped = _check_inputs(cfg)
+    chosen = list(tasks) if tasks is not None else list(cfg.tasks)
+    unknown = [t for t in chosen if t not in cfg.tasks]
+    if unknown:
+        raise ValueError(f"tasks {unknown} are not in finetune.tasks ({', '.join(cfg.tasks)})")
+    _check_inputs(cfg, chosen)
     device = resolve_device(cfg.device)
     output_dir = Path(cfg.output_dir)
-    tasks: dict[str, dict[str, Any]] = {}
-    for task in cfg.tasks:
-        if task in skipped:
-            continue
-        runs: dict[str, dict[str, Any]] = {}
-        for seed in seeds_of(cfg):
-            run_dir = output_dir / task / f"seed-{seed}"
-            with logger.child(f"{task}/seed-{seed}", {"task": task, "seed": str(seed)}) as run_logger:
-                kind = task_kind(task)
-                if kind == "glue":
-                    result = _finetune_glue(cfg, task, seed, run_dir, run_logger, progress, device)
-                elif kind == "qa":
-                    result = _finetune_qa(cfg, seed, run_dir, run_logger, progress, device)
-                else:
-                    result = _finetune_ner(cfg, seed, run_dir, run_logger, progress, device)
-            result = {"task": task, "seed": seed, "device": str(device), **result}
-            write_json(run_dir / "result.json", result)
-            runs[str(seed)] = result
-        first = runs[str(seeds_of(cfg)[0])]
-        summary = {
-            "task": task,
-            "kind": task_kind(task),
-            "seeds": seeds_of(cfg),
-            "model_dir": first["model_dir"],
-            "max_seq_length": first["max_seq_length"],
-            "train_loss": float(np.median([r["train_loss"] for r in runs.values()])),
-            "seconds": sum(r["seconds"] for r in runs.values()),
-            "runs": runs,
-        }
-        write_json(output_dir / task / "result.json", summary)
-        tasks[task] = {k: summary[k] for k in ("model_dir", "train_loss", "seconds")}
-    write_json(output_dir / "summary.json", {
-        "tasks": list(tasks), "skipped": skipped, "seeds": seeds_of(cfg),
-        "results": {t: str(output_dir / t / "result.json") for t in tasks},
-    })
-    return {"tasks": tasks, "skipped": skipped, "output_dir": str(output_dir)}
+    done: dict[str, dict[str, Any]] = {}
+    skipped: dict[str, str] = {}
+    for task in chosen:
+        summary = finetune_task(cfg, task, logger, progress, device)
+        if "skipped" in summary:
+            skipped[task] = summary["skipped"]
+        else:
+            done[task] = {k: summary[k] for k in ("model_dir", "train_loss", "seconds")}
+    if tasks is None:
+        write_json(output_dir / "summary.json", {
+            "tasks": list(done), "skipped": skipped, "seeds": seeds_of(cfg),
+            "results": {t: str(output_dir / t / "result.json") for t in done},
+        })
+    return {"tasks": done, "skipped": skipped, "output_dir": str(output_dir)}
 
 
 def predict_loaded(

@@ -236,6 +236,12 @@ def _lineage(params: Params, run_id: str, pretrain_result: dict) -> dict[str, st
         run_file = Path(folder) / "run.json"
         # "unknown": the stage ran outside the doors (a library call), so no MLflow run.
         stage_runs[f"{stage}_run_id"] = read_json(run_file)["mlflow_run_id"] if run_file.exists() else "unknown"
+        if stage == "finetune" and not run_file.exists():
+            # Fanned out (finetune@<task>): one MLflow run per task.
+            per_task = {task: read_json(f)["mlflow_run_id"] for task in params.finetune.tasks
+                        if (f := Path(folder) / task / "run.json").is_file()}
+            if per_task:
+                stage_runs["finetune_run_id"] = ",".join(f"{t}:{r}" for t, r in per_task.items())
     lineage = {
         **git_info(),
         "data_dvc_md5": data_pointer_hash(),
@@ -550,11 +556,13 @@ def register(params: Params, progress: bool = True) -> dict:
     if cfg.register_finetuned:
         from electra.finetune import task_kind
 
-        summary_path = Path(cfg.finetune_dir) / "summary.json"
-        for task in read_json(summary_path)["tasks"] if summary_path.is_file() else []:
+        for task in params.finetune.tasks:
+            path = Path(cfg.finetune_dir) / task / "result.json"
+            summary = read_json(path) if path.is_file() else {"skipped": "not fine-tuned"}
+            if "skipped" in summary:
+                continue
             kind = task_kind(task)
             name = f"{cfg.task_model_prefix}{task}"
-            summary = read_json(Path(cfg.finetune_dir) / task / "result.json")
             versions[name] = str(_log_task_model(task, kind, summary, name).registered_model_version)
             # The SST-2 model is the one the EEC measures: its bias scores are its own.
             scopes[name] = {"kind": kind, "task": task, "tasks": [task],

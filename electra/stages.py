@@ -29,43 +29,48 @@ from electra.tracking import (
 )
 
 
-def _ingest(params: Params, logger: MetricLogger, progress: bool) -> dict:
+def _ingest(params: Params, logger: MetricLogger, progress: bool, task: str | None = None) -> dict:
     from electra.ingest import ingest
 
     return ingest(params.ingest, progress=progress)
 
 
-def _tokenize(params: Params, logger: MetricLogger, progress: bool) -> dict:
+def _tokenize(params: Params, logger: MetricLogger, progress: bool, task: str | None = None) -> dict:
     from electra.tokenize import tokenize
 
     return tokenize(params.tokenize, progress=progress)
 
 
-def _pretrain(params: Params, logger: MetricLogger, progress: bool) -> dict:
+def _pretrain(params: Params, logger: MetricLogger, progress: bool, task: str | None = None) -> dict:
     from electra.pretrain import pretrain
 
     return pretrain(params.pretrain, logger=logger, progress=progress)
 
 
-def _finetune(params: Params, logger: MetricLogger, progress: bool) -> dict:
-    from electra.finetune import finetune
+def _finetune(params: Params, logger: MetricLogger, progress: bool, task: str | None = None) -> dict:
+    from electra.finetune import finetune, finetune_task
 
+    if task is not None:
+        return finetune_task(params.finetune, task, logger=logger, progress=progress)
     return finetune(params.finetune, logger=logger, progress=progress)
 
 
-def _evaluate(params: Params, logger: MetricLogger, progress: bool) -> dict:
-    from electra.evaluate import evaluate
+def _evaluate(params: Params, logger: MetricLogger, progress: bool, task: str | None = None) -> dict:
+    from electra.evaluate import evaluate, evaluate_one
 
+    if task is not None:
+        # Recompute: this is the task's own run (the summary step is the one that reuses).
+        return evaluate_one(task, params.evaluate, params.finetune, logger=logger, reuse=False)
     return evaluate(params.evaluate, params.finetune, logger=logger, progress=progress)
 
 
-def _register(params: Params, logger: MetricLogger, progress: bool) -> dict:
+def _register(params: Params, logger: MetricLogger, progress: bool, task: str | None = None) -> dict:
     from electra.register import register
 
     return register(params, progress=progress)
 
 
-STAGE_FUNCTIONS: dict[str, Callable[[Params, MetricLogger, bool], dict]] = {
+STAGE_FUNCTIONS: dict[str, Callable[..., dict]] = {
     "ingest": _ingest,
     "tokenize": _tokenize,
     "pretrain": _pretrain,
@@ -74,6 +79,33 @@ STAGE_FUNCTIONS: dict[str, Callable[[Params, MetricLogger, bool], dict]] = {
     "register": _register,
 }
 assert tuple(STAGE_FUNCTIONS) == STAGES
+# Stages that also run one task at a time (``finetune@sst2``): the Prefect fan-out and the
+# DVC ``foreach`` stages.
+PER_TASK_STAGES = ("finetune", "evaluate")
+
+
+def stage_name(stage: str, task: str | None = None) -> str:
+    """The name of a stage, or of one task of it (``finetune@sst2``, as DVC names foreach stages)."""
+    return stage if task is None else f"{stage}@{task}"
+
+
+def _check_task(stage: str, params: Params, task: str | None) -> None:
+    if task is None:
+        return
+    if stage not in PER_TASK_STAGES:
+        raise ValueError(f"stage {stage!r} does not run per task (only {', '.join(PER_TASK_STAGES)} do)")
+    if task not in params.finetune.tasks:
+        raise ValueError(f"task {task!r} is not in finetune.tasks ({', '.join(params.finetune.tasks)})")
+
+
+def stage_output_dirs(stage: str, params: Params, task: str | None = None) -> list[Path]:
+    """The folders a stage (or one task of it) writes; the first holds ``run.json`` and ``.stage.json``."""
+    if task is None:
+        return [Path(getattr(params, stage).output_dir)]
+    if stage == "finetune":
+        return [Path(params.finetune.output_dir) / task]
+    out = Path(params.evaluate.output_dir)
+    return [out / "tasks" / task, out / "predictions" / task]
 
 
 def _numeric(result: dict) -> dict[str, float]:
@@ -91,8 +123,11 @@ def _numeric(result: dict) -> dict[str, float]:
 STATE_FILE = ".stage.json"   # in each stage's output folder: what it was built from
 
 
-def _stage_inputs(stage: str, params: Params) -> list[str]:
+def _stage_inputs(stage: str, params: Params, task: str | None = None) -> list[str]:
     """The data a stage reads, from its effective params (outputs may be moved by overrides)."""
+    if stage == "evaluate" and task is not None:
+        ev = params.evaluate
+        return [str(Path(ev.finetune_dir) / task), ev.data_dir]
     if stage == "ingest":
         import glob
 
@@ -117,109 +152,140 @@ def _stage_code(stage: str, dvc_yaml: Path) -> list[Path]:
     if dvc_yaml.is_file():
         import yaml
 
-        deps = ((yaml.safe_load(dvc_yaml.read_text()) or {}).get("stages", {}).get(stage, {}) or {}).get("deps", [])
+        entry = (yaml.safe_load(dvc_yaml.read_text()) or {}).get("stages", {}).get(stage, {}) or {}
+        deps = entry.get("do", entry).get("deps", [])  # a foreach stage keeps its deps under `do`
         code = [package / Path(d).name for d in deps if isinstance(d, str) and d.startswith("electra/")]
         if code:
             return sorted(code)
     return sorted(package.glob("*.py"))
 
 
-def stage_fingerprint(stage: str, params: Params, dvc_yaml: str | Path = "dvc.yaml") -> str:
+def stage_fingerprint(stage: str, params: Params, dvc_yaml: str | Path = "dvc.yaml", task: str | None = None) -> str:
     """sha256 over what decides a stage's outputs: its params section, its code, its inputs' contents."""
     import hashlib
 
     from electra.files import sha256_file, sha256_tree
 
     digest = hashlib.sha256()
-    digest.update(f"{stage}\0{params.section_hash(stage)}\0".encode())
+    digest.update(f"{stage_name(stage, task)}\0{params.section_hash(stage)}\0".encode())
+    if stage == "evaluate":
+        # Which tasks exist and how their dev sets are read are finetune params.
+        digest.update(f"finetune:{params.section_hash('finetune')}\0".encode())
     for path in _stage_code(stage, Path(dvc_yaml)):
         digest.update(f"code:{path.name}:{sha256_file(path)}\0".encode())
-    for raw in _stage_inputs(stage, params):
+    for raw in _stage_inputs(stage, params, task):
         path = Path(raw) if raw else None
         state = sha256_tree(path) if path is not None and path.exists() else "missing"
         digest.update(f"input:{raw}:{state}\0".encode())
     return digest.hexdigest()
 
 
-def _outputs_hash(stage: str, params: Params) -> str:
-    """sha256 over the stage's output folder, leaving out the state file written after it."""
+def _outputs_hash(stage: str, params: Params, task: str | None = None) -> str:
+    """sha256 over the stage's output folders, leaving out the state files written after them."""
     import hashlib
 
     from electra.files import sha256_file
 
-    folder = Path(getattr(params, stage).output_dir)
     digest = hashlib.sha256()
-    for file in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != STATE_FILE):
-        digest.update(f"{file.relative_to(folder).as_posix()}:{sha256_file(file)}\0".encode())
+    for folder in stage_output_dirs(stage, params, task):
+        digest.update(f"{folder}\0".encode())
+        for file in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != STATE_FILE):
+            digest.update(f"{file.relative_to(folder).as_posix()}:{sha256_file(file)}\0".encode())
     return digest.hexdigest()
 
 
-def up_to_date(stage: str, params: Params) -> dict | None:
+def up_to_date(stage: str, params: Params, task: str | None = None) -> dict | None:
     """The recorded result when the stage's inputs, params and code are unchanged and its
     outputs are as it left them; None when it must run."""
     from electra.files import read_json
 
-    state_path = Path(getattr(params, stage).output_dir) / STATE_FILE
+    state_path = stage_output_dirs(stage, params, task)[0] / STATE_FILE
     if not state_path.is_file():
         return None
     try:
         state = read_json(state_path)
     except (OSError, ValueError):
         return None
-    if state.get("fingerprint") != stage_fingerprint(stage, params):
+    if state.get("fingerprint") != stage_fingerprint(stage, params, task=task):
         return None
-    if state.get("outputs") != _outputs_hash(stage, params):
+    if state.get("outputs") != _outputs_hash(stage, params, task):
         return None
     return state.get("result")
 
 
-def _record_state(stage: str, params: Params, fingerprint: str, result: dict) -> None:
-    folder = Path(getattr(params, stage).output_dir)
-    write_json(folder / STATE_FILE, {"stage": stage, "fingerprint": fingerprint,
-                                     "outputs": _outputs_hash(stage, params), "result": result})
+def _record_state(stage: str, params: Params, fingerprint: str, result: dict, task: str | None = None) -> None:
+    folder = stage_output_dirs(stage, params, task)[0]
+    write_json(folder / STATE_FILE, {"stage": stage_name(stage, task), "fingerprint": fingerprint,
+                                     "outputs": _outputs_hash(stage, params, task), "result": result})
 
 
-def run_stage(stage: str, params: Params, progress: bool = True, skip_unchanged: bool = False) -> dict:
-    """Run one stage inside its MLflow run; return the stage's result plus the run id.
+class _TeeLogger:
+    """Metrics to the tracker and to an observer (e.g. the Prefect progress artifact);
+    artifacts and nested runs to the tracker only."""
 
-    With ``skip_unchanged``, a stage whose params section, code and inputs are those of
-    its last successful run, and whose outputs are untouched since, is not run again:
-    its recorded result comes back with ``"up_to_date": True``.
+    def __init__(self, tracker: MetricLogger, observer: MetricLogger) -> None:
+        self.tracker, self.observer = tracker, observer
+
+    def log_metrics(self, metrics, step: int | None = None) -> None:
+        self.tracker.log_metrics(metrics, step=step)
+        self.observer.log_metrics(metrics, step=step)
+
+    def log_artifacts(self, local_dir: str, artifact_path: str) -> None:
+        self.tracker.log_artifacts(local_dir, artifact_path)
+
+    def child(self, name: str, tags=None):
+        return self.tracker.child(name, tags)
+
+
+def run_stage(stage: str, params: Params, progress: bool = True, skip_unchanged: bool = False,
+              task: str | None = None, observer: MetricLogger | None = None) -> dict:
+    """Run one stage (or one task of it: ``task``) inside its MLflow run; return the result plus the run id.
+
+    The run is named as the stage is everywhere (``finetune``, or ``finetune@sst2`` for
+    one task). After a successful run the stage's fingerprint (params section, code,
+    input contents) and a hash of its outputs are recorded beside them; with
+    ``skip_unchanged``, a stage whose fingerprint matches and whose outputs are untouched
+    is not run again: its recorded result comes back with ``"up_to_date": True``.
+    ``observer`` also receives the stage's metrics (a progress display, say).
     """
     if stage not in STAGE_FUNCTIONS:
         raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
-    if skip_unchanged and int(os.environ.get("RANK", "0")) == 0:
-        previous = up_to_date(stage, params)
+    _check_task(stage, params, task)
+    rank = int(os.environ.get("RANK", "0"))
+    if skip_unchanged and rank == 0:
+        previous = up_to_date(stage, params, task)
         if previous is not None:
             return {**previous, "up_to_date": True}
-    fingerprint = stage_fingerprint(stage, params) if skip_unchanged else None
+    # Fingerprinted before the run: an input edited while it runs makes the next run redo it.
+    fingerprint = stage_fingerprint(stage, params, task=task) if rank == 0 else None
     if stage == "pretrain" and params.pretrain.nproc_per_node > 1 and "WORLD_SIZE" not in os.environ:
         # Every door (CLI, DVC, Prefect) gets data parallelism the same way: relaunch under torchrun.
         full = run_pretrain_distributed(params)
         if fingerprint is not None:
             _record_state(stage, params, fingerprint, full)
         return full
-    if int(os.environ.get("RANK", "0")) > 0:
+    if rank > 0:
         # A non-zero torchrun rank does its share of the work; rank 0 tracks and records it.
         return STAGE_FUNCTIONS[stage](params, NullLogger(), False)
+    name = stage_name(stage, task)
     started = time.time()
-    with stage_run(stage, params) as run:
+    with stage_run(stage, params, extra_tags={"task": task} if task else None, run_name=name) as run:
         import mlflow
 
-        result = STAGE_FUNCTIONS[stage](params, MlflowLogger(), progress)
+        logger: MetricLogger = MlflowLogger() if observer is None else _TeeLogger(MlflowLogger(), observer)
+        result = STAGE_FUNCTIONS[stage](params, logger, progress, task)
         seconds = time.time() - started
         numbers = {k: v for k, v in _numeric(result).items() if len(k) < 250}
         if numbers:
             mlflow.log_metrics({f"result.{k}": v for k, v in numbers.items()})
         mlflow.log_metric("stage_seconds", seconds)
-        mlflow.log_dict(result, f"{stage}_result.json")
+        mlflow.log_dict(result, f"{name.replace('@', '_')}_result.json")
         run_id = run.info.run_id
-    output_dir = Path(getattr(params, stage).output_dir)
-    write_json(output_dir / "run.json", {"stage": stage, "mlflow_run_id": run_id, "seconds": round(seconds, 3)})
+    output_dir = stage_output_dirs(stage, params, task)[0]
+    write_json(output_dir / "run.json", {"stage": name, "mlflow_run_id": run_id, "seconds": round(seconds, 3)})
     full = {**result, "mlflow_run_id": run_id, "seconds": round(seconds, 3)}
     if fingerprint is not None:
-        # Fingerprinted before the run: an input edited while it ran makes the next run redo it.
-        _record_state(stage, params, fingerprint, full)
+        _record_state(stage, params, fingerprint, full, task)
     return full
 
 

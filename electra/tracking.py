@@ -126,8 +126,10 @@ class MlflowLogger:
 
 
 @contextlib.contextmanager
-def stage_run(stage: str, params: Params, extra_tags: Mapping[str, str] | None = None) -> Iterator[Any]:
-    """Open the MLflow run of one stage: named after it, its params section logged, lineage tagged."""
+def stage_run(stage: str, params: Params, extra_tags: Mapping[str, str] | None = None,
+              run_name: str | None = None) -> Iterator[Any]:
+    """Open the MLflow run of one stage: named after it (``run_name``: one task of it, e.g.
+    ``finetune@sst2``), its params section logged, lineage tagged."""
     import mlflow
 
     experiment_id = configure(params.tracking)
@@ -147,7 +149,7 @@ def stage_run(stage: str, params: Params, extra_tags: Mapping[str, str] | None =
     tags.update(extra_tags or {})
     # CPU/GPU/memory utilisation sampled alongside the long-running training stage.
     system_metrics = stage == "pretrain"
-    with mlflow.start_run(run_name=stage, experiment_id=experiment_id, tags=tags,
+    with mlflow.start_run(run_name=run_name or stage, experiment_id=experiment_id, tags=tags,
                           log_system_metrics=system_metrics) as run:
         section = getattr(params, stage).model_dump(mode="json")
         flat = {k: ("" if v is None else v) for k, v in flatten(stage, section).items()}

@@ -168,7 +168,9 @@ def test_qnli_without_a_train_split_is_skipped_and_said_so(pretrained_dir, tmp_p
     assert list(result["tasks"]) == ["sst2"]
     assert "no train split" in result["skipped"]["qnli"] and "QNLI/train.tsv" in result["skipped"]["qnli"]
     assert json.loads((tmp_path / "summary.json").read_text())["skipped"] == result["skipped"]
-    assert not (tmp_path / "qnli").exists()
+    # The task's folder says why, so a per-task run (finetune@qnli) and evaluate read the same.
+    assert [f.name for f in (tmp_path / "qnli").iterdir()] == ["result.json"]
+    assert json.loads((tmp_path / "qnli" / "result.json").read_text())["skipped"] == result["skipped"]["qnli"]
 
 
 def test_layerwise_lr_groups_exact():
@@ -320,3 +322,64 @@ def test_evaluate_writes_metrics_report_and_plots(finetuned, tmp_path, monkeypat
     assert logger.calls[-1][0]["bias.crows.discriminator.metric"] == 55.0
     report = (tmp_path / "eval" / "report" / "report.md").read_text()
     assert "### CrowS-Pairs" in report and "### StereoSet" in report and "### Equity Evaluation Corpus" in report
+
+
+def test_one_task_at_a_time_gives_the_same_models_as_all_at_once(pretrained_dir, tmp_path):
+    """The fan-out (Prefect .map, DVC foreach) must not change what is trained."""
+    from electra.files import sha256_tree
+    from electra.finetune import finetune_results, finetune_task
+
+    common = dict(model_dir=str(pretrained_dir), data_dir=str(DATA / "glue"), tasks=["rte", "sst2"],
+                  device="cpu", max_train_examples=16, epochs=1, max_seq_length=32)
+    together = FinetuneConfig(output_dir=str(tmp_path / "together"), **common)
+    apart = FinetuneConfig(output_dir=str(tmp_path / "apart"), **common)
+    finetune(together, progress=False)
+    for task in reversed(apart.tasks):   # another order, one call per task
+        finetune_task(apart, task, progress=False)
+    for task in common["tasks"]:
+        a = sha256_tree(tmp_path / "together" / task / "seed-1234" / "model")
+        b = sha256_tree(tmp_path / "apart" / task / "seed-1234" / "model")
+        assert a == b, task
+    trained, skipped = finetune_results(apart.output_dir, apart.tasks)
+    assert set(trained) == {"rte", "sst2"} and not skipped
+    with pytest.raises(ValueError, match="not in finetune.tasks"):
+        finetune_task(apart, "cola", progress=False)
+    with pytest.raises(FileNotFoundError, match="cola"):
+        finetune_results(apart.output_dir, ["cola"])
+
+
+def test_a_task_evaluated_alone_is_reused_until_its_model_changes(pretrained_dir, tmp_path):
+    """evaluate@<task> records its metrics with a key; the summary reuses them only while the
+    key (models, params, code) still matches."""
+    from electra.config import EvaluateConfig
+    from electra.evaluate import evaluate_one, task_result_path
+    from electra.finetune import finetune_task
+
+    ft = FinetuneConfig(model_dir=str(pretrained_dir), data_dir=str(DATA / "glue"), tasks=["sst2"],
+                        output_dir=str(tmp_path / "ft"), device="cpu", max_train_examples=16, epochs=1,
+                        max_seq_length=32)
+    ev = EvaluateConfig(finetune_dir=ft.output_dir, pretrain_dir=str(pretrained_dir.parent), data_dir=str(DATA),
+                        output_dir=str(tmp_path / "ev"), max_eval_examples=24, device="cpu")
+    finetune_task(ft, "sst2", progress=False)
+    first = evaluate_one("sst2", ev, ft)
+    recorded = json.loads(task_result_path(ev, "sst2").read_text())
+    assert recorded["result"] == first and (tmp_path / "ev" / "predictions" / "sst2" / "seed-1234.jsonl").is_file()
+
+    calls = []
+    import electra.evaluate as evaluate_module
+    original = evaluate_module.evaluate_task
+
+    def counting(*args, **kwargs):
+        calls.append(args[0])
+        return original(*args, **kwargs)
+
+    evaluate_module.evaluate_task = counting
+    try:
+        assert evaluate_one("sst2", ev, ft) == first and calls == []          # same key: reused
+        finetune_task(ft.model_copy(update={"lr": 1e-3}), "sst2", progress=False)   # retrained
+        evaluate_one("sst2", ev, ft)
+        assert calls == ["sst2"]                                              # new models: recomputed
+        evaluate_one("sst2", ev.model_copy(update={"max_eval_examples": 16}), ft)
+        assert calls == ["sst2", "sst2"]                                      # other params: recomputed
+    finally:
+        evaluate_module.evaluate_task = original
