@@ -59,6 +59,7 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.flow_runs import pause_flow_run
+from prefect.futures import wait
 from prefect.input import RunInput
 from prefect.runtime import flow_run
 from prefect.states import Completed
@@ -435,9 +436,11 @@ def electra_pipeline(
             unmapped("finetune"), unmapped(params), force=unmapped(force), task_name=tasks)
         evaluated = _stage_task("evaluate", params, per_task=True).map(
             unmapped("evaluate"), unmapped(params), force=unmapped(force), task_name=tasks, upstream=finetuned)
+        # Every task of the fan-out finishes (or fails) before a failure fails the flow: what
+        # finished is kept, and a rerun skips it.
+        wait([*finetuned, *evaluated])
         for name, future in [*zip((f"finetune@{t}" for t in tasks), finetuned, strict=True),
                              *zip((f"evaluate@{t}" for t in tasks), evaluated, strict=True)]:
-            future.wait()
             note(name, _result(future.state))
         # The summary: bias benchmarks, report, plots, metrics.json; reuses each task's result.
         note("evaluate", _result(_stage_task("evaluate", params)("evaluate", params, force=force, return_state=True)))

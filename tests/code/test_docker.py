@@ -52,7 +52,7 @@ def compose() -> dict:
 
 def test_compose_brings_up_postgres_mlflow_prefect_and_a_gpu_worker(compose):
     services = compose["services"]
-    assert {"postgres", "mlflow", "prefect-server", "worker-gpu"} <= set(services)
+    assert {"postgres", "mlflow", "prefect-server", "worker", "worker-gpu"} <= set(services)
     for name, service in services.items():
         assert "image" in service or "build" in service, name
         depends = service.get("depends_on", [])
@@ -73,6 +73,13 @@ def test_compose_brings_up_postgres_mlflow_prefect_and_a_gpu_worker(compose):
     assert "electra-gpu" in worker["entrypoint"]
     assert worker["environment"]["PREFECT_API_URL"].startswith("http://prefect-server:")
     assert worker["environment"]["MLFLOW_TRACKING_URI"].startswith("http://mlflow:")
+    # The pipeline's worker works the process pool and sees the GPU worker's outputs (the
+    # stages hand over paths), on the pools prefect.yaml deploys to.
+    cpu = services["worker"]
+    assert "electra-process" in cpu["entrypoint"] and "deploy" not in cpu
+    assert {v for v in cpu["volumes"] if "outputs" in v} == {v for v in worker["volumes"] if "outputs" in v} != set()
+    pools = {d["work_pool"]["name"] for d in yaml.safe_load((DOCKER.parent / "prefect.yaml").read_text())["deployments"]}
+    assert pools == {"electra-process", "electra-gpu"}
     # Both servers keep their state in Postgres.
     assert services["mlflow"]["environment"]["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql+psycopg2://")
     assert services["prefect-server"]["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"].startswith(

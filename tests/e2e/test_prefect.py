@@ -119,21 +119,21 @@ def prefect_server(postgres, tmp_path_factory):
         log.close()
 
 
-@pytest.mark.slow
-def test_flow_in_process_runs_the_stages_in_order_with_the_flow_run_id(prefect_server, monkeypatch, tmp_path):
-    """The flow's wiring, without the stages' work: tasks in order, the run id in the env."""
+def _stub_stages(monkeypatch, behaviour=None):
+    """Replace the stages' work by a recorder: [(stage name, flow run id in the env, params)]."""
     import contextlib
 
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
     import flows.pipeline as pipeline
-    from electra.config import STAGES
+    from electra.stages import stage_name
 
-    seen: list[tuple[str, str | None]] = []
+    seen: list[tuple[str, str | None, object]] = []
 
-    def fake_run_stage(stage, params, progress=True, skip_unchanged=False):
-        seen.append((stage, os.environ.get("PREFECT__FLOW_RUN_ID")))
-        return {"seconds": 0.0, "mlflow_run_id": f"run-{stage}"}
+    def fake_run_stage(stage, params, progress=True, skip_unchanged=False, task=None, observer=None):
+        name = stage_name(stage, task)
+        seen.append((name, os.environ.get("PREFECT__FLOW_RUN_ID"), params))
+        if behaviour:
+            behaviour(name, sum(1 for n, _, _ in seen if n == name))
+        return {"seconds": 0.0, "mlflow_run_id": f"run-{name}"}
 
     @contextlib.contextmanager
     def fake_pipeline_run(params):
@@ -141,17 +141,69 @@ def test_flow_in_process_runs_the_stages_in_order_with_the_flow_run_id(prefect_s
 
     monkeypatch.setattr(pipeline, "run_stage", fake_run_stage)
     monkeypatch.setattr(pipeline, "pipeline_run", fake_pipeline_run)
+    return seen
+
+
+@pytest.mark.slow
+def test_flow_in_process_fans_out_the_tasks_with_the_flow_run_id(prefect_server, monkeypatch, tmp_path):
+    """The flow's wiring, without the stages' work: stages in order, fine-tuning and evaluation
+    fanned out per task (each evaluation after its own fine-tuning), typed sections merged,
+    the run id in the env only for the run."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    import flows.pipeline as pipeline
+    from electra.config import RegisterConfig, load_params
+
+    seen = _stub_stages(monkeypatch)
     monkeypatch.delenv("PREFECT__FLOW_RUN_ID", raising=False)
     api_url, _ = prefect_server
+    tasks = load_params(ROOT / "params.yaml", profile="micro").finetune.tasks
     with temporary_settings({PREFECT_API_URL: api_url}):
-        state = pipeline.electra_pipeline(profile="micro", overrides=stage_dirs(tmp_path),
-                                          params_file=str(ROOT / "params.yaml"), return_state=True)
+        state = pipeline.electra_pipeline(
+            profile="micro", overrides=stage_dirs(tmp_path), params_file=str(ROOT / "params.yaml"),
+            register=RegisterConfig(model_name="from-the-form"), return_state=True)
         assert state.is_completed(), state
         results = state.result()
-    assert [s for s, _ in seen] == list(STAGES)
-    assert {run_id for _, run_id in seen} == {str(state.state_details.flow_run_id)}
+    names = [name for name, _, _ in seen]
+    assert names[:3] == ["ingest", "tokenize", "pretrain"] and names[-2:] == ["evaluate", "register"]
+    assert sorted(names[3:-2]) == sorted([f"finetune@{t}" for t in tasks] + [f"evaluate@{t}" for t in tasks])
+    for t in tasks:
+        assert names.index(f"finetune@{t}") < names.index(f"evaluate@{t}")
+    assert {run_id for _, run_id, _ in seen} == {str(state.state_details.flow_run_id)}
+    # The form's section is merged over the profile's; the overrides still apply.
+    params = seen[-1][2]
+    assert params.register.model_name == "from-the-form" and params.register.output_dir.startswith(str(tmp_path))
     assert results["pipeline"] == {"mlflow_run_id": "parent"}
+    assert results["dvc-commit"]["skipped"].startswith("dvc.lock left alone: the flow's params differ")
     assert "PREFECT__FLOW_RUN_ID" not in os.environ
+
+
+@pytest.mark.slow
+def test_transient_failures_are_retried_and_bad_input_is_not(prefect_server, monkeypatch, tmp_path):
+    """A dropped connection is retried with back-off; a params/data error fails at once, and
+    the other tasks of the fan-out still finish."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    import flows.pipeline as pipeline
+
+    def behaviour(name: str, call: int) -> None:
+        if name == "tokenize" and call == 1:
+            raise ConnectionError("tracking server unavailable")
+        if name == "finetune@rte":
+            raise ValueError("data/glue/RTE/train.tsv line 7: unknown label 'maybe'")
+
+    seen = _stub_stages(monkeypatch, behaviour)
+    api_url, _ = prefect_server
+    overrides = [*stage_dirs(tmp_path), "prefect.retries=2", "prefect.retry_delay_s=0"]
+    with temporary_settings({PREFECT_API_URL: api_url}):
+        state = pipeline.electra_pipeline(profile="micro", overrides=overrides,
+                                          params_file=str(ROOT / "params.yaml"), return_state=True)
+    assert state.is_failed(), state
+    names = [name for name, _, _ in seen]
+    assert names.count("tokenize") == 2            # retried once, then fine
+    assert names.count("finetune@rte") == 1        # not retried: another try cannot fix bad data
+    assert "evaluate@rte" not in names and "register" not in names
+    assert "evaluate@sst2" in names and "evaluate@ner" in names   # the rest of the fan-out finished
 
 
 def _task_states(api_url: str, flow_run_id: str) -> dict[str, str]:
@@ -165,13 +217,40 @@ def _task_states(api_url: str, flow_run_id: str) -> dict[str, str]:
     return {run.name: run.state.name for run in runs}
 
 
+def _deployment_flow_runs(api_url: str, deployment: str) -> list:
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
+        deployment_id = client.read_deployment_by_name(deployment).id
+        return [r for r in client.read_flow_runs() if r.deployment_id == deployment_id]
+
+
+def _artifacts(api_url: str, key: str) -> list:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
+        return client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+
+
 @pytest.mark.slow
 def test_served_micro_deployment_completes_and_registers(prefect_server, pg_mlflow_server, tmp_path):
+    """`prefect deployment run 'electra-pipeline/micro'` from the CLI, twice.
+
+    The first run sends pretraining to the ``electra-pretrain/micro`` deployment (as the
+    GPU pool gets it) with run_deployment, fans fine-tuning out per task and registers;
+    the second skips every stage. Both are read back from the Prefect API.
+    """
     from mlflow import MlflowClient
+
+    from electra.config import load_params
 
     api_url, home = prefect_server
     env = _prefect_env(home, api_url, MLFLOW_TRACKING_URI=pg_mlflow_server)
     serve_log = tmp_path / "serve.log"
+    overrides = [*stage_dirs(tmp_path), "prefect.pretrain_deployment=electra-pretrain/micro"]
     with open(serve_log, "w") as log:
         # cwd: the project root, where params.yaml, profiles/, data/ and data.dvc resolve.
         serve = subprocess.Popen(
@@ -179,15 +258,16 @@ def test_served_micro_deployment_completes_and_registers(prefect_server, pg_mlfl
             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
         )
         try:
-            wait_http(f"{api_url}/deployments/name/electra-pipeline/micro", timeout=60, proc=serve)
+            for name in ("electra-pipeline/micro", "electra-pretrain/micro", "electra-finetune/micro"):
+                wait_http(f"{api_url}/deployments/name/{name}", timeout=60, proc=serve)
 
             def deployment_run() -> tuple[subprocess.CompletedProcess, float]:
                 started = time.time()
                 run = subprocess.run(
                     [*PREFECT, "deployment", "run", "electra-pipeline/micro",
-                     "--params", json.dumps({"overrides": stage_dirs(tmp_path)}),
-                     "--watch", "--watch-interval", "1", "--watch-timeout", "300"],
-                    cwd=tmp_path, env=env, capture_output=True, text=True, timeout=330,
+                     "--params", json.dumps({"overrides": overrides}),
+                     "--watch", "--watch-interval", "1", "--watch-timeout", "400"],
+                    cwd=tmp_path, env=env, capture_output=True, text=True, timeout=430,
                 )
                 return run, time.time() - started
 
@@ -206,8 +286,24 @@ def test_served_micro_deployment_completes_and_registers(prefect_server, pg_mlfl
     flow_run_id = match.group(1)
     assert rerun.returncode == 0 and "Completed" in rerun.stdout + rerun.stderr, rerun.stdout + rerun.stderr
     rerun_id = re.search(r"UUID:\s*([0-9a-f-]{36})", rerun.stdout + rerun.stderr).group(1)
-    assert _task_states(api_url, flow_run_id) == {stage: "Completed" for stage in STAGES}
-    assert _task_states(api_url, rerun_id) == {stage: "Skipped" for stage in STAGES}
+    tasks = load_params(ROOT / "params.yaml", profile="micro").finetune.tasks
+    expected = ["ingest", "tokenize", "pretrain", *(f"finetune@{t}" for t in tasks),
+                *(f"evaluate@{t}" for t in tasks), "evaluate", "register"]
+    # Pretraining ran as a flow run of its own deployment, a subflow of the first run only
+    # (the rerun found it unchanged and sent nothing).
+    pretrain_runs = _deployment_flow_runs(api_url, "electra-pretrain/micro")
+    assert len(pretrain_runs) == 1 and pretrain_runs[0].state.name == "Completed", pretrain_runs
+    first_states = _task_states(api_url, flow_run_id)
+    # run_deployment(as_subflow=True) also shows the child flow run as a task run of the parent.
+    extra = {name: state for name, state in first_states.items() if name not in expected}
+    assert list(extra.values()) == ["Completed"], first_states
+    assert {name: first_states.get(name) for name in expected} == {name: "Completed" for name in expected}
+    assert _task_states(api_url, rerun_id) == {name: "Skipped" for name in expected}
+    assert _task_states(api_url, str(pretrain_runs[0].id)) == {"pretrain": "Completed"}
+    progress = _artifacts(api_url, "pretrain-progress")
+    assert progress and float(progress[0].data) == 100.0, progress
+    table = _artifacts(api_url, "evaluation-results")
+    assert table and "sst2" in str(table[0].data), table
 
     # The overrides moved every output under tmp_path.
     registration = json.loads((tmp_path / "outputs/register/registration.json").read_text())
@@ -223,8 +319,15 @@ def test_served_micro_deployment_completes_and_registers(prefect_server, pg_mlfl
     assert challenger.tags["profile"] == "micro"  # the deployment's parameter, kept beside --params
     assert challenger.tags["data_dvc_md5"] != "unknown"
     assert challenger.tags["git_commit"] != "unknown"
+    # The pretrain MLflow run belongs to the pretrain deployment's flow run, nested under the
+    # pipeline's MLflow run; each fine-tuning task has its own run, named as in DVC.
     pretrain_run = client.get_run(challenger.tags["pretrain_run_id"])
-    assert pretrain_run.data.tags["prefect_flow_run_id"] == flow_run_id
+    assert pretrain_run.data.tags["prefect_flow_run_id"] == str(pretrain_runs[0].id)
+    parent = client.get_run(pretrain_run.data.tags["mlflow.parentRunId"])
+    assert parent.data.tags["prefect_flow_run_id"] == flow_run_id
+    finetune_runs = dict(part.split(":") for part in challenger.tags["finetune_run_id"].split(","))
+    assert set(finetune_runs) == set(tasks)
+    assert client.get_run(finetune_runs["sst2"]).info.run_name == "finetune@sst2"
 
 
 @pytest.mark.slow
@@ -261,7 +364,7 @@ def test_approval_pauses_the_flow_until_a_person_approves(prefect_server, pg_mlf
     version = str(info.registered_model_version)
     flow_run_ids: list[str] = []
 
-    def fake_run_stage(stage, params, progress=True, skip_unchanged=False):
+    def fake_run_stage(stage, params, progress=True, skip_unchanged=False, task=None, observer=None):
         flow_run_ids.append(os.environ.get("PREFECT__FLOW_RUN_ID"))
         result = {"seconds": 0.0, "mlflow_run_id": f"run-{stage}"}
         if stage == "register":
@@ -314,9 +417,10 @@ def test_prefect_yaml_deploys_every_profile_to_the_process_work_pool(prefect_ser
 
     api_url, home = prefect_server
     env = _prefect_env(home, api_url)
-    pool = subprocess.run([*PREFECT, "work-pool", "create", "electra-process", "--type", "process",
-                           "--overwrite"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert pool.returncode == 0, pool.stdout + pool.stderr
+    for pool_name in ("electra-process", "electra-gpu"):
+        pool = subprocess.run([*PREFECT, "work-pool", "create", pool_name, "--type", "process",
+                               "--overwrite"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert pool.returncode == 0, pool.stdout + pool.stderr
     deploy = subprocess.run([*PREFECT, "--no-prompt", "deploy", "--all"], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=300)
     assert deploy.returncode == 0, deploy.stdout + deploy.stderr
@@ -324,6 +428,16 @@ def test_prefect_yaml_deploys_every_profile_to_the_process_work_pool(prefect_ser
         for profile in ("micro", "tiny", "small", "base"):
             deployment = client.read_deployment_by_name(f"electra-pipeline/{profile}")
             assert deployment.work_pool_name == "electra-process"
-            assert deployment.parameters == {"profile": profile}
-            # The typed parameters make the UI's run form: profile, overrides, force.
-            assert {"profile", "overrides", "force"} <= set(deployment.parameter_openapi_schema["properties"])
+            on_gpu = ["prefect.pretrain_deployment=electra-pretrain/gpu",
+                       "prefect.finetune_deployment=electra-finetune/gpu"]
+            assert deployment.parameters == ({"profile": profile} if profile in ("micro", "tiny")
+                                             else {"profile": profile, "overrides": on_gpu})
+            # The typed parameters make the UI's run form: profile, overrides, force and a
+            # form per stage section (the params models, with their fields and limits).
+            schema = deployment.parameter_openapi_schema
+            assert {"profile", "overrides", "force", "pretrain", "finetune", "register"} <= set(schema["properties"])
+            assert "PretrainConfig" in json.dumps(schema)
+        for flow_name in ("electra-pretrain", "electra-finetune"):
+            deployment = client.read_deployment_by_name(f"{flow_name}/gpu")
+            assert deployment.work_pool_name == "electra-gpu"
+            assert "params" in deployment.parameter_openapi_schema["properties"]
