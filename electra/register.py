@@ -17,6 +17,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import re
 import shutil
 import tempfile
 import time
@@ -68,7 +69,11 @@ def data_pointer_hash(path: str | Path = "data.dvc") -> str:
 
 
 def dvc_lock_hashes(path: str | Path = "dvc.lock") -> dict[str, str]:
-    """Output hashes per stage from ``dvc.lock`` (empty when the pipeline ran outside DVC)."""
+    """Output hashes per stage from ``dvc.lock`` (empty when the pipeline ran outside DVC).
+
+    Keys are ``stage:path``, with a foreach stage's ``@`` written ``.`` (``finetune.sst2``):
+    MLflow tag and param names cannot hold ``@``.
+    """
     p = Path(path)
     if not p.exists():
         return {}
@@ -76,7 +81,8 @@ def dvc_lock_hashes(path: str | Path = "dvc.lock") -> dict[str, str]:
     hashes = {}
     for stage, entry in (lock.get("stages") or {}).items():
         for out in entry.get("outs", []) or []:
-            hashes[f"{stage}:{out['path']}"] = out.get("md5", "")
+            key = re.sub(r"[^\w\-. :/]", ".", f"{stage}:{out['path']}")
+            hashes[key] = out.get("md5", "")
     return hashes
 
 

@@ -285,8 +285,27 @@ def run_stage(stage: str, params: Params, progress: bool = True, skip_unchanged:
     write_json(output_dir / "run.json", {"stage": name, "mlflow_run_id": run_id, "seconds": round(seconds, 3)})
     full = {**result, "mlflow_run_id": run_id, "seconds": round(seconds, 3)}
     if fingerprint is not None:
+        if stage in PER_TASK_STAGES and task is None:
+            _record_task_states(stage, params, run_id)
         _record_state(stage, params, fingerprint, full, task)
     return full
+
+
+def _record_task_states(stage: str, params: Params, run_id: str) -> None:
+    """After a whole-stage run (``electra finetune``/``evaluate``), record each task as done, as
+    ``<stage>@<task>`` would have: a fanned-out run (the Prefect flow) then skips them too."""
+    from electra.files import read_json
+
+    for task in params.finetune.tasks:
+        first = stage_output_dirs(stage, params, task)[0]
+        result_file = first / "result.json"
+        if not result_file.is_file():
+            continue
+        recorded = read_json(result_file)
+        if stage == "evaluate":
+            recorded = recorded.get("result", {})
+        _record_state(stage, params, stage_fingerprint(stage, params, task=task),
+                      {**recorded, "mlflow_run_id": run_id, "seconds": 0.0}, task)
 
 
 @contextlib.contextmanager

@@ -5,10 +5,13 @@ committed but not ignored), gets its data with a real ``dvc pull`` from the
 project's default remote, switches ``params.yaml`` to the ``micro`` profile and
 then checks that
 
-1. ``dvc repro`` runs every stage and ``dvc metrics show`` lists the evaluate metrics;
+1. ``dvc repro`` runs every stage (fine-tuning as one ``finetune@<task>`` stage per
+   task, from ``foreach``) and ``dvc metrics show`` lists the evaluate metrics;
 2. a second ``dvc repro`` changes nothing and ``dvc status`` is clean;
-3. changing a param of a late stage (``evaluate.batch_size``) reruns evaluate and
-   register and skips everything upstream.
+3. ``dvc exp run -S evaluate.max_eval_examples=64`` reruns evaluate and register only,
+   and ``dvc exp show``, ``dvc metrics diff`` and ``dvc plots diff`` show the change;
+4. the Prefect flow, after another params change, runs what changed and then
+   ``dvc commit``: ``dvc status`` is clean and ``dvc repro`` has nothing to do.
 
 The project's own ``outputs/``, ``mlflow.db`` and DVC cache are never touched: the
 stages run in the copy, with the copy's embedded MLflow store.
@@ -33,8 +36,11 @@ VENV_BIN = ROOT / ".venv" / "bin"
 
 pytestmark = pytest.mark.slow
 
-UPSTREAM = ("ingest", "tokenize", "pretrain", "finetune")
-STAGES = (*UPSTREAM, "evaluate", "register")
+# The copy fine-tunes three tasks (a trained one, one without a train split, a non-GLUE one):
+# every finetune@<task> stage is a process of its own, and the CLI and Prefect tests train all.
+TASKS = ("sst2", "qnli", "ner")
+UPSTREAM = ("ingest", "tokenize", "pretrain")
+STAGES = (*UPSTREAM, *(f"finetune@{t}" for t in TASKS), "evaluate", "register")
 UP_TO_DATE = "Data and pipelines are up to date."
 
 
@@ -184,8 +190,12 @@ def test_dvc_repro_end_to_end(tmp_path: Path) -> None:
     assert (copy / "data" / "MANIFEST.md").is_file()
     _check_sha256sums(copy / "data")
 
+    from electra.config import load_params
+
     _set_yaml_line(copy / "params.yaml", None, "profile", "micro")
-    _run(["git", "commit", "-q", "-am", "micro profile"], copy, env)
+    _set_yaml_line(copy / "params.yaml", "finetune", "tasks", f"[{', '.join(TASKS)}]")
+    assert tuple(load_params(copy / "params.yaml").finetune.tasks) == TASKS
+    _run(["git", "commit", "-q", "-am", "micro profile, three tasks"], copy, env)
 
     # 1. The whole pipeline.
     first = _run([dvc, "repro"], copy, env, timeout=600)
@@ -212,28 +222,53 @@ def test_dvc_repro_end_to_end(tmp_path: Path) -> None:
     status = _run([dvc, "status"], copy, env)
     assert UP_TO_DATE in _output(status), _output(status)
 
-    # 3. One late param: only evaluate changed by itself (the dry run plans evaluate and
-    #    nothing upstream); running it rewrites outputs/evaluate/run.json (a new MLflow run id,
-    #    which register records as lineage), so register reruns too; nothing upstream does.
-    _set_yaml_line(copy / "params.yaml", "evaluate", "batch_size", "32")
-    changed = json.loads(_run([dvc, "status", "--json"], copy, env).stdout)
-    assert set(changed) == {"evaluate"}, changed  # dvc status lists only stages whose own deps changed
-    # DVC tracks the whole `evaluate` params section, so it reports the section as modified.
-    assert "params.yaml" in json.dumps(changed["evaluate"]), changed
-
-    dry = _output(_run([dvc, "repro", "--dry"], copy, env))
-    assert _running("evaluate") in dry, dry
+    # 3. An experiment on a late param, against the committed baseline: only evaluate
+    #    changed by itself; it rewrites outputs/evaluate/run.json (a new MLflow run id, which
+    #    register records as lineage), so register reruns too; nothing upstream does.
+    # What DVC leaves to git (cache: false) is committed with dvc.lock; .gitignore lets it.
+    _run(["git", "add", "dvc.lock", "outputs/evaluate/metrics.json", "outputs/pretrain/metrics.json",
+          "outputs/pretrain/history.csv"], copy, env)
+    _run(["git", "commit", "-q", "-m", "baseline"], copy, env)
+    experiment = _run([dvc, "exp", "run", "-S", "evaluate.max_eval_examples=64"], copy, env, timeout=300)
+    out = _output(experiment)
+    print(f"dvc exp run -S evaluate.max_eval_examples=64: {experiment.seconds:.1f}s")  # type: ignore[attr-defined]
+    assert _running("evaluate") in out and _running("register") in out, out
     for stage in UPSTREAM:
-        assert _skipped(stage) in dry and _running(stage) not in dry, f"{stage}:\n{dry}"
+        assert _running(stage) not in out, f"{stage}:\n{out}"
+    assert not any(_running(f"finetune@{t}") in out for t in TASKS), out
 
-    third = _run([dvc, "repro"], copy, env, timeout=300)
-    out = _output(third)
-    print(f"dvc repro after evaluate.batch_size: {third.seconds:.1f}s")  # type: ignore[attr-defined]
-    assert _running("evaluate") in out, out
-    for stage in UPSTREAM:
-        assert _skipped(stage) in out and _running(stage) not in out, f"{stage}:\n{out}"
-    assert _running("register") in out, out
-    evaluate_run_id = json.loads((copy / "outputs/evaluate/run.json").read_text())["mlflow_run_id"]
-    assert evaluate_run_id in (copy / "outputs/register/registration.json").read_text(), \
-        "registration.json does not record the new evaluate run"
+    shown = json.dumps(json.loads(_run([dvc, "exp", "show", "--json"], copy, env).stdout))
+    assert "max_eval_examples" in shown and "outputs/evaluate/metrics.json" in shown, shown[:2000]
+    diff = json.loads(_run([dvc, "metrics", "diff", "--json"], copy, env).stdout)
+    # {"diff": {path: {metric: {"old", "new", "diff"}}}} (older dvc: no "diff" level)
+    changed = diff.get("diff", diff).get("outputs/evaluate/metrics.json", {})
+    assert changed.get("glue.sst2.dev_examples", {}).get("old") == 128, changed
+    assert changed["glue.sst2.dev_examples"]["new"] == 64, changed
+    plots = _output(_run([dvc, "plots", "diff", "--json"], copy, env))
+    for plot in ("pretrain_losses", "pretrain_accuracy", "outputs/evaluate/plots"):
+        assert plot in plots, f"{plot} not in dvc plots diff:\n{plots[:2000]}"
     assert UP_TO_DATE in _output(_run([dvc, "status"], copy, env))
+
+    # 4. The Prefect door in the same project: a change for register only, the flow (its own
+    #    embedded Prefect server) skips every stage DVC ran (their records are shared), runs
+    #    register, then `dvc commit`: DVC agrees with what the flow made.
+    _set_yaml_line(copy / "params.yaml", "register", "approval_timeout_s", "3600")
+    assert set(json.loads(_run([dvc, "status", "--json"], copy, env).stdout)) == {"register"}
+    flow_env = {**env, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                "PREFECT_UI_ENABLED": "false"}
+    flow_env.pop("PREFECT_API_URL", None)
+    started = time.monotonic()
+    flow = _run([str(VENV_BIN / "python"), "-m", "flows.pipeline", "micro"], copy, flow_env, timeout=600)
+    print(f"flow after register.approval_timeout_s=3600: {time.monotonic() - started:.1f}s")
+    out = _output(flow)
+    done_by_dvc = [*UPSTREAM, *(f"{stage}@{t}" for stage in ("finetune", "evaluate") for t in TASKS), "evaluate"]
+    for stage in done_by_dvc:
+        assert f"{stage} skipped: inputs, params and code unchanged" in out, f"{stage}:\n{out[-4000:]}"
+    assert "register finished" in out, out[-4000:]
+    assert "dvc.lock left alone" not in out, out[-4000:]
+    status = _run([dvc, "status"], copy, env)
+    assert UP_TO_DATE in _output(status), _output(status)
+    after = _output(_run([dvc, "repro"], copy, env, timeout=120))
+    assert "Running stage" not in after, after
+    assert "approval_timeout_s: 3600" in (copy / "dvc.lock").read_text(), \
+        "dvc.lock does not record the params the flow ran with"
