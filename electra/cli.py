@@ -151,6 +151,16 @@ def _registry(params_file: str, profile: str | None, overrides: list[str] | None
     configure(_load(params_file, profile, overrides).tracking)
 
 
+def _report_registry_action(what: str, action, *args) -> None:
+    """Run a registry action; print its JSON result, or its error (exit 1) without a traceback."""
+    try:
+        result = action(*args)
+    except Exception as exc:  # MLflow's errors (unknown model or version) are reported, not traced
+        typer.echo(f"error: {what}: {exc}", err=True)
+        raise typer.Exit(code=1) from None
+    typer.echo(json.dumps(result, indent=2))
+
+
 @app.command("promote")
 def promote_command(
     model: Annotated[str, typer.Option("--model", help="Registered model name, e.g. electra-sst2.")],
@@ -164,12 +174,7 @@ def promote_command(
     from electra.register import promote
 
     _registry(params, profile, set_)
-    try:
-        result = promote(model, version, reason)
-    except Exception as exc:  # MLflow's errors (unknown model or version) are reported, not traced
-        typer.echo(f"error: promote {model} version {version}: {exc}", err=True)
-        raise typer.Exit(code=1) from None
-    typer.echo(json.dumps(result, indent=2))
+    _report_registry_action(f"promote {model} version {version}", promote, model, version, reason)
 
 
 @app.command("rollback")
@@ -184,12 +189,7 @@ def rollback_command(
     from electra.register import rollback
 
     _registry(params, profile, set_)
-    try:
-        result = rollback(model, reason)
-    except Exception as exc:
-        typer.echo(f"error: rollback {model}: {exc}", err=True)
-        raise typer.Exit(code=1) from None
-    typer.echo(json.dumps(result, indent=2))
+    _report_registry_action(f"rollback {model}", rollback, model, reason)
 
 
 @app.command("params")

@@ -121,6 +121,23 @@ def _numeric(result: dict) -> dict[str, float]:
 # --- "nothing changed, nothing to do": the decision DVC makes, for the other doors -------
 
 STATE_FILE = ".stage.json"   # in each stage's output folder: what it was built from
+# Bookkeeping that is not a stage's output: our state file, and the .gitignore files DVC
+# writes beside its outputs after the stage has run.
+BOOKKEEPING = frozenset({STATE_FILE, ".gitignore"})
+
+
+def content_hash(path: Path) -> str:
+    """sha256 over a file, or a folder's relative paths and contents, without bookkeeping files."""
+    import hashlib
+
+    from electra.files import sha256_file
+
+    if path.is_file():
+        return sha256_file(path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file() and p.name not in BOOKKEEPING):
+        digest.update(f"{file.relative_to(path).as_posix()}:{sha256_file(file)}\0".encode())
+    return digest.hexdigest()
 
 
 def _stage_inputs(stage: str, params: Params, task: str | None = None) -> list[str]:
@@ -164,7 +181,7 @@ def stage_fingerprint(stage: str, params: Params, dvc_yaml: str | Path = "dvc.ya
     """sha256 over what decides a stage's outputs: its params section, its code, its inputs' contents."""
     import hashlib
 
-    from electra.files import sha256_file, sha256_tree
+    from electra.files import sha256_file
 
     digest = hashlib.sha256()
     digest.update(f"{stage_name(stage, task)}\0{params.section_hash(stage)}\0".encode())
@@ -175,7 +192,7 @@ def stage_fingerprint(stage: str, params: Params, dvc_yaml: str | Path = "dvc.ya
         digest.update(f"code:{path.name}:{sha256_file(path)}\0".encode())
     for raw in _stage_inputs(stage, params, task):
         path = Path(raw) if raw else None
-        state = sha256_tree(path) if path is not None and path.exists() else "missing"
+        state = content_hash(path) if path is not None and path.exists() else "missing"
         digest.update(f"input:{raw}:{state}\0".encode())
     return digest.hexdigest()
 
@@ -184,13 +201,9 @@ def _outputs_hash(stage: str, params: Params, task: str | None = None) -> str:
     """sha256 over the stage's output folders, leaving out the state files written after them."""
     import hashlib
 
-    from electra.files import sha256_file
-
     digest = hashlib.sha256()
     for folder in stage_output_dirs(stage, params, task):
-        digest.update(f"{folder}\0".encode())
-        for file in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != STATE_FILE):
-            digest.update(f"{file.relative_to(folder).as_posix()}:{sha256_file(file)}\0".encode())
+        digest.update(f"{folder}\0{content_hash(folder) if folder.exists() else 'missing'}\0".encode())
     return digest.hexdigest()
 
 

@@ -106,3 +106,24 @@ def test_the_prefect_image_matches_the_pinned_prefect():
     pinned = re.search(r"^prefect==(\S+)", (ROOT / "constraints.txt").read_text(), re.M).group(1)
     assert f"prefecthq/prefect:{pinned}-" in (DOCKER / "compose.yaml").read_text()
     assert f"prefect-version: {pinned}" in (ROOT / "prefect.yaml").read_text()
+
+
+def test_the_kubernetes_gpu_job_template_declares_what_it_uses():
+    """docker/k8s-gpu-base-job-template.json: every {{ placeholder }} is a declared variable,
+    the container asks for GPUs, and the outputs volume sits where the image and compose put it."""
+    import json
+
+    template = json.loads((DOCKER / "k8s-gpu-base-job-template.json").read_text())
+    declared = set(template["variables"]["properties"])
+    used = set(re.findall(r"\{\{\s*(\w+)\s*\}\}", json.dumps(template["job_configuration"])))
+    assert used <= declared, f"undeclared: {used - declared}"
+    assert {"gpus", "outputs_claim", "image"} <= used
+    pod = template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "{{ gpus }}"
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert {v["name"] for v in pod["volumes"]} == set(mounts)
+    compose = yaml.safe_load((DOCKER / "compose.yaml").read_text())
+    shared = next(v for v in compose["services"]["worker-gpu"]["volumes"] if "outputs" in v).split(":")[1]
+    assert mounts["outputs"] == shared
+    assert template["variables"]["properties"]["gpus"]["default"] >= 1

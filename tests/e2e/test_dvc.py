@@ -8,7 +8,8 @@ then checks that
 1. ``dvc repro`` runs every stage (fine-tuning as one ``finetune@<task>`` stage per
    task, from ``foreach``) and ``dvc metrics show`` lists the evaluate metrics;
 2. a second ``dvc repro`` changes nothing and ``dvc status`` is clean;
-3. ``dvc exp run -S evaluate.max_eval_examples=64`` reruns evaluate and register only,
+3. ``dvc exp run -S profiles/micro.yaml:evaluate.max_eval_examples=64`` (a value the
+   profile sets: its file is a params dependency too) reruns evaluate and register only,
    and ``dvc exp show``, ``dvc metrics diff`` and ``dvc plots diff`` show the change;
 4. the Prefect flow, after another params change, runs what changed and then
    ``dvc commit``: ``dvc status`` is clean and ``dvc repro`` has nothing to do.
@@ -229,9 +230,10 @@ def test_dvc_repro_end_to_end(tmp_path: Path) -> None:
     _run(["git", "add", "dvc.lock", "outputs/evaluate/metrics.json", "outputs/pretrain/metrics.json",
           "outputs/pretrain/history.csv"], copy, env)
     _run(["git", "commit", "-q", "-m", "baseline"], copy, env)
-    experiment = _run([dvc, "exp", "run", "-S", "evaluate.max_eval_examples=64"], copy, env, timeout=300)
+    experiment = _run([dvc, "exp", "run", "-S", "profiles/micro.yaml:evaluate.max_eval_examples=64"], copy, env,
+                      timeout=300)
     out = _output(experiment)
-    print(f"dvc exp run -S evaluate.max_eval_examples=64: {experiment.seconds:.1f}s")  # type: ignore[attr-defined]
+    print(f"dvc exp run -S profiles/micro.yaml:evaluate.max_eval_examples=64: {experiment.seconds:.1f}s")  # type: ignore[attr-defined]
     assert _running("evaluate") in out and _running("register") in out, out
     for stage in UPSTREAM:
         assert _running(stage) not in out, f"{stage}:\n{out}"

@@ -26,7 +26,6 @@ from pathlib import Path
 
 import pytest
 
-from electra.config import STAGES
 from tests.conftest import (
     ROOT,
     free_port,
@@ -245,12 +244,13 @@ def test_served_micro_deployment_completes_and_registers(prefect_server, pg_mlfl
     """
     from mlflow import MlflowClient
 
-    from electra.config import load_params
-
     api_url, home = prefect_server
     env = _prefect_env(home, api_url, MLFLOW_TRACKING_URI=pg_mlflow_server)
     serve_log = tmp_path / "serve.log"
-    overrides = [*stage_dirs(tmp_path), "prefect.pretrain_deployment=electra-pretrain/micro"]
+    # Three tasks (trained, no train split, non-GLUE) keep it short; the CLI test trains all.
+    tasks = ["sst2", "qnli", "ner"]
+    overrides = [*stage_dirs(tmp_path), "prefect.pretrain_deployment=electra-pretrain/micro",
+                 f"finetune.tasks=[{','.join(tasks)}]"]
     with open(serve_log, "w") as log:
         # cwd: the project root, where params.yaml, profiles/, data/ and data.dvc resolve.
         serve = subprocess.Popen(
@@ -286,7 +286,6 @@ def test_served_micro_deployment_completes_and_registers(prefect_server, pg_mlfl
     flow_run_id = match.group(1)
     assert rerun.returncode == 0 and "Completed" in rerun.stdout + rerun.stderr, rerun.stdout + rerun.stderr
     rerun_id = re.search(r"UUID:\s*([0-9a-f-]{36})", rerun.stdout + rerun.stderr).group(1)
-    tasks = load_params(ROOT / "params.yaml", profile="micro").finetune.tasks
     expected = ["ingest", "tokenize", "pretrain", *(f"finetune@{t}" for t in tasks),
                 *(f"evaluate@{t}" for t in tasks), "evaluate", "register"]
     # Pretraining ran as a flow run of its own deployment, a subflow of the first run only
@@ -441,3 +440,10 @@ def test_prefect_yaml_deploys_every_profile_to_the_process_work_pool(prefect_ser
             deployment = client.read_deployment_by_name(f"{flow_name}/gpu")
             assert deployment.work_pool_name == "electra-gpu"
             assert "params" in deployment.parameter_openapi_schema["properties"]
+        # The Kubernetes GPU pool's base job template passes the server's own validation.
+        from prefect.client.schemas.actions import WorkPoolCreate
+
+        template = json.loads((ROOT / "docker" / "k8s-gpu-base-job-template.json").read_text())
+        pool = client.create_work_pool(WorkPoolCreate(name="electra-k8s", type="kubernetes",
+                                                      base_job_template=template))
+        assert pool.base_job_template["variables"]["properties"]["gpus"]["default"] == 1
