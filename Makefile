@@ -22,7 +22,7 @@ export DO_NOT_TRACK := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: run test setup data system mlflow-ui prefect-server serve clean
+.PHONY: run test audit setup data system mlflow-ui prefect-server serve clean
 
 run: setup data  ## the whole pipeline on the tiny profile, through DVC
 	dvc repro
@@ -30,6 +30,9 @@ run: setup data  ## the whole pipeline on the tiny profile, through DVC
 
 test: setup data system  ## the test suite
 	python -m pytest -q
+
+audit: setup  ## dependency advisories (pip-audit); fails only on one with a fix to move to
+	python .ci/audit.py
 
 # System packages the tests drive for real, from Debian, installed once when missing:
 # Chromium for the registry-UI check (Playwright never downloads a browser of its own) and

@@ -48,6 +48,9 @@ class IngestConfig(_Frozen):
     doc_separator_regex: str | None = r"^= [^=].* =$"
     min_sentence_chars: int = Field(default=2, ge=1)
     min_document_chars: int = Field(default=100, ge=0)
+    # A longer "sentence" (a line with no sentence end: a table row, a minified blob) is cut
+    # at spaces into pieces of at most this many characters, so no line can blow up packing.
+    max_sentence_chars: int = Field(default=2000, ge=100)
     dedup: bool = True
     shard_size_mb: float = Field(default=64.0, gt=0)
 
@@ -121,6 +124,10 @@ class PretrainConfig(_Frozen):
     adam_eps: float = 1e-6
     max_grad_norm: float = Field(default=1.0, gt=0.0)
     precision: Literal["auto", "fp32", "bf16"] = "auto"
+    # A non-finite loss or gradient norm: "stop" (the weights stay those before the step, the
+    # last checkpoint intact, a rerun resumes) or "skip" that batch (no optimizer step; after
+    # MAX_CONSECUTIVE_SKIPS in a row it stops anyway: the run has diverged).
+    on_nonfinite: Literal["stop", "skip"] = "stop"
     compile: bool = False
     device: str = "auto"
     # Processes (GPUs) per node for data-parallel training: > 1 makes the Prefect task
@@ -264,6 +271,18 @@ class TrackingConfig(_Frozen):
     experiment: str = "electra"
     store_path: str = "mlflow.db"
     artifact_dir: str = "mlartifacts"
+
+    @model_validator(mode="after")
+    def _no_credentials(self) -> TrackingConfig:
+        # Params are logged, hashed into lineage and committed: a password must never be one.
+        from urllib.parse import urlsplit
+
+        if self.tracking_uri and urlsplit(self.tracking_uri).password:
+            raise ValueError(
+                "tracking.tracking_uri holds a password: put credentials in the environment "
+                "(MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN), never in params"
+            )
+        return self
 
 
 class PrefectConfig(_Frozen):

@@ -8,6 +8,7 @@ file.
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -68,6 +69,11 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Build a folder under a temporary name and swap it into ``path`` when complete."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    # A run killed (SIGKILL) while building this folder left its temporary copy behind:
+    # nothing will ever finish it, so it goes before a new one is started.
+    for stale in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         yield tmp

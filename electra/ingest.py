@@ -5,8 +5,11 @@ Output layout (``ingest.output_dir``)::
     shard-00000.txt ...   one sentence per line, a blank line between documents
     manifest.json         counts, hashes, per-source counts, skipped files and why
 
-Every file found is either read (its encoding detected per file) or recorded
-as skipped with a reason; nothing is dropped silently.
+Every file found is either kept (its encoding detected per file, or per line when
+a file mixes encodings) or recorded as skipped with a reason: unreadable (vanished,
+no permission), empty, binary (NUL bytes), a symlink leading outside its corpus
+folder, or no usable text. Nothing is dropped silently: ``files_found = files_kept +
+files_skipped``, overall and per source.
 """
 
 from __future__ import annotations
@@ -57,8 +60,9 @@ class SourceFile:
 
 @dataclass
 class IngestStats:
-    files_read: int = 0
-    files_skipped: int = 0
+    files_read: int = 0       # decoded
+    files_kept: int = 0       # gave at least one document
+    files_skipped: int = 0    # every other file found, each with its reason
     documents: int = 0
     duplicate_documents: int = 0
     short_documents: int = 0
@@ -89,16 +93,93 @@ def resolve_sources(sources: list[str], exclude: list[str]) -> list[tuple[str, P
     return [(src, file) for file, src in sorted(found.items(), key=lambda kv: str(kv[0]))]
 
 
-def decode(data: bytes) -> tuple[str, str]:
-    """Decode bytes with the first encoding that accepts them; return ``(text, encoding)``."""
-    if data.startswith(b"\xef\xbb\xbf"):
-        return data[3:].decode("utf-8", errors="strict"), "utf-8-sig"
+def _decode_line(line: bytes) -> tuple[str, str]:
     for encoding in ENCODINGS:
         try:
-            return data.decode(encoding), encoding
+            return line.decode(encoding), encoding
         except UnicodeDecodeError:
             continue
     raise AssertionError("latin-1 decodes every byte string")  # pragma: no cover
+
+
+def decode(data: bytes) -> tuple[str, str]:
+    """Decode bytes; return ``(text, encoding)``.
+
+    UTF-8 (with or without BOM) when the whole file is valid UTF-8; otherwise line by
+    line, each line with the first of ``ENCODINGS`` that accepts it, so that a file
+    pasted together from UTF-8 and Windows-1252 parts keeps both readable. The encoding
+    is then the one every line used, or ``mixed:<enc>+<enc>``.
+    """
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+        try:
+            return data.decode("utf-8"), "utf-8-sig"
+        except UnicodeDecodeError:
+            pass
+    else:
+        try:
+            return data.decode("utf-8"), "utf-8"
+        except UnicodeDecodeError:
+            pass
+    parts: list[str] = []
+    used: dict[str, None] = {}
+    for line in data.splitlines(keepends=True):
+        text, encoding = _decode_line(line)
+        parts.append(text)
+        if not line.isascii():
+            used[encoding] = None
+    names = list(used) or ["utf-8"]
+    return "".join(parts), names[0] if len(names) == 1 else "mixed:" + "+".join(names)
+
+
+def split_long(sentence: str, max_chars: int) -> list[str]:
+    """Cut a sentence longer than ``max_chars`` at spaces (hard cuts where a piece has none).
+
+    Walks positions instead of re-slicing the rest, so a 100 MB line costs one pass."""
+    if len(sentence) <= max_chars:
+        return [sentence]
+    pieces: list[str] = []
+    start, end = 0, len(sentence)
+    while end - start > max_chars:
+        cut = sentence.rfind(" ", start, start + max_chars + 1)
+        if cut <= start:
+            cut = start + max_chars
+        piece = sentence[start:cut].strip()
+        if piece:
+            pieces.append(piece)
+        start = cut
+        while start < end and sentence[start] == " ":
+            start += 1
+    tail = sentence[start:].strip()
+    if tail:
+        pieces.append(tail)
+    return pieces
+
+
+def _outside_corpus(path: Path, root: Path | None) -> bool:
+    """A symlink (or a file under a symlinked folder) whose target lies outside ``root``."""
+    if root is None:
+        return False
+    try:
+        return not path.resolve().is_relative_to(root.resolve())
+    except OSError:
+        return False
+
+
+def _source_root(source: str) -> Path | None:
+    """The corpus folder a source names: the folder itself, a glob's fixed leading folders,
+    or None for a single file named on purpose (its link is followed)."""
+    path = Path(source)
+    if path.is_dir():
+        return path
+    if path.is_file():
+        return None
+    fixed = []
+    for part in path.parts:
+        if glob.has_magic(part):
+            break
+        fixed.append(part)
+    return Path(*fixed) if fixed else Path(".")
 
 
 def normalize_text(text: str) -> str:
@@ -234,6 +315,7 @@ def ingest(cfg: IngestConfig, progress: bool = True) -> dict:
     stats = IngestStats()
     records: list[SourceFile] = []
     seen_docs: set[str] = set()
+    roots: dict[str, Path | None] = {}
 
     with atomic_dir(cfg.output_dir) as tmp:
         writer = _ShardWriter(tmp, int(cfg.shard_size_mb * 1024 * 1024))
@@ -241,31 +323,37 @@ def ingest(cfg: IngestConfig, progress: bool = True) -> dict:
             record = SourceFile(path=path, source=source)
             records.append(record)
             per_source = stats.per_source.setdefault(
-                source, {"files": 0, "skipped": 0, "documents": 0, "sentences": 0, "characters": 0}
+                source, {"files": 0, "kept": 0, "skipped": 0, "documents": 0, "sentences": 0, "characters": 0}
             )
-            try:
-                data = path.read_bytes()
-            except OSError as exc:
-                record.skipped = f"unreadable: {exc.strerror or exc}"
+            per_source["files"] += 1
+            data = b""
+            if _outside_corpus(path, roots.setdefault(source, _source_root(source))):
+                record.skipped = f"symlink to {path.resolve()}, outside the corpus folder {source}"
             else:
-                if not data.strip():
-                    record.skipped = "empty file"
-                elif b"\x00" in data[:65536]:
-                    record.skipped = "binary file (NUL bytes)"
+                try:
+                    data = path.read_bytes()
+                except OSError as exc:  # vanished since it was listed, or not readable
+                    record.skipped = f"unreadable: {exc.strerror or exc}"
+                else:
+                    if not data.strip():
+                        record.skipped = "empty file"
+                    elif b"\x00" in data[:65536]:
+                        record.skipped = "binary file (NUL bytes)"
             if record.skipped:
                 stats.files_skipped += 1
                 per_source["skipped"] += 1
                 continue
             text, record.encoding = decode(data)
+            del data
             text = normalize_text(text)
             stats.files_read += 1
-            per_source["files"] += 1
             for paragraphs in split_documents(text, separator):
                 sentences = [
-                    s
+                    piece
                     for paragraph in paragraphs
                     for s in split_sentences(paragraph)
-                    if len(s) >= cfg.min_sentence_chars
+                    for piece in split_long(s, cfg.max_sentence_chars)
+                    if len(piece) >= cfg.min_sentence_chars
                 ]
                 chars = sum(len(s) for s in sentences)
                 if not sentences or chars < cfg.min_document_chars:
@@ -287,7 +375,12 @@ def ingest(cfg: IngestConfig, progress: bool = True) -> dict:
                 per_source["characters"] += chars
             if record.documents == 0:
                 # The file was read but gave nothing: say so, it is not silently dropped.
-                record.skipped = "no document long enough (or all duplicates)"
+                record.skipped = "no usable text (no document long enough, or all duplicates)"
+                stats.files_skipped += 1
+                per_source["skipped"] += 1
+            else:
+                stats.files_kept += 1
+                per_source["kept"] += 1
         writer.close()
         if stats.documents == 0:
             raise IngestError(
@@ -301,9 +394,10 @@ def ingest(cfg: IngestConfig, progress: bool = True) -> dict:
         manifest = {
             "stage": "ingest",
             "sources": cfg.sources,
-            "files_found": len(files),
-            "files_read": stats.files_read,
+            "files_found": len(files),        # = files_kept + files_skipped
+            "files_kept": stats.files_kept,
             "files_skipped": stats.files_skipped,
+            "files_read": stats.files_read,
             "documents": stats.documents,
             "duplicate_documents": stats.duplicate_documents,
             "short_documents": stats.short_documents,
@@ -336,7 +430,8 @@ def ingest(cfg: IngestConfig, progress: bool = True) -> dict:
         "documents": stats.documents,
         "sentences": stats.sentences,
         "characters": stats.characters,
-        "files_read": stats.files_read,
+        "files_found": len(files),
+        "files_kept": stats.files_kept,
         "files_skipped": stats.files_skipped,
         "content_hash": content_hash,
     }

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import os
 import queue
 import shutil
@@ -40,7 +41,7 @@ from electra.tracking import MetricLogger, NullLogger
 
 # Fields that change how the run is observed, not what it computes: a checkpoint
 # written under other values of these can still be resumed.
-_RESUME_NEUTRAL = {"input_dir", "output_dir", "compile", "nproc_per_node", "log_every", "checkpoint_every", "keep_checkpoints", "eval_batches", "device"}
+_RESUME_NEUTRAL = {"input_dir", "output_dir", "compile", "on_nonfinite", "nproc_per_node", "log_every", "checkpoint_every", "keep_checkpoints", "eval_batches", "device"}
 
 
 @dataclass(frozen=True)
@@ -243,11 +244,20 @@ class _Checkpointer:
         from safetensors.torch import save_model
 
         target = self.folder / f"step-{step:07d}"
-        with atomic_dir(target) as tmp:
-            write_json(tmp / "resume.json", {"step": step, "resume_key": state["resume_key"]})
-            # save_model handles the tensors shared between generator and discriminator.
-            save_model(model, str(tmp / "model.safetensors"))
-            torch.save(state, tmp / "trainer_state.pt")
+        previous = self.list()
+        try:
+            with atomic_dir(target) as tmp:
+                write_json(tmp / "resume.json", {"step": step, "resume_key": state["resume_key"]})
+                # save_model handles the tensors shared between generator and discriminator.
+                save_model(model, str(tmp / "model.safetensors"))
+                torch.save(state, tmp / "trainer_state.pt")
+        except (OSError, RuntimeError) as exc:
+            # A full disk or a quota (torch.save reports it as a RuntimeError): the half-written
+            # copy is gone with its temporary folder; the older checkpoints were never touched.
+            kept = f"{previous[-1]} is intact and a rerun resumes from it" if previous else "no earlier checkpoint"
+            code = exc.errno if isinstance(exc, OSError) and exc.errno else errno.EIO
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
+            raise OSError(code, f"pretrain: could not write checkpoint {target} ({why}); {kept}") from exc
         for old in self.list()[: -self.keep]:
             shutil.rmtree(old, ignore_errors=True)
         return target
@@ -258,6 +268,22 @@ class _Checkpointer:
         load_model(model, str(path / "model.safetensors"), device=str(device))
         # weights_only: tensors and plain containers, no arbitrary pickled objects.
         return torch.load(path / "trainer_state.pt", map_location=device, weights_only=True)
+
+
+# With on_nonfinite: skip, this many non-finite steps in a row mean divergence: stop.
+MAX_CONSECUTIVE_SKIPS = 10
+
+
+def _nonfinite_message(step: int, loss: float, grad_norm: float, cfg: PretrainConfig,
+                       checkpointer: _Checkpointer, skips: int) -> str:
+    """Why pretraining stopped, where it can resume from, and what to change."""
+    saved = checkpointer.list()
+    where = f"the last checkpoint is {saved[-1]}" if saved else "no checkpoint was written yet"
+    reason = (f"{skips} non-finite steps in a row (on_nonfinite: skip)" if cfg.on_nonfinite == "skip"
+              else f"loss {loss}, gradient norm {grad_norm}")
+    return (f"pretrain: non-finite loss or gradient at step {step} ({reason}); stopped before the optimizer "
+            f"step, so no weight was changed by it; {where}, and a rerun resumes from it. Lower pretrain.lr, "
+            "raise pretrain.warmup_steps, use pretrain.precision: fp32, or set pretrain.on_nonfinite: skip.")
 
 
 def _load_tokenizer(input_dir: Path):
@@ -474,6 +500,7 @@ def pretrain(cfg: PretrainConfig, logger: MetricLogger | None = None, progress: 
     window_rows: list[dict[str, float]] = []
     window_tokens, window_start = 0, time.time()
     step = start_step
+    skipped_steps = consecutive_skips = 0
 
     def load_micro_batch(step: int, micro: int) -> dict[str, torch.Tensor]:
         idx = batch_indices(step, micro, cfg.batch_size, cfg.grad_accum_steps, len(train_set), cfg.seed)
@@ -488,6 +515,7 @@ def pretrain(cfg: PretrainConfig, logger: MetricLogger | None = None, progress: 
         bar = tqdm(total=cfg.max_steps, initial=start_step, desc="pretrain", unit="step", disable=not progress)
         while step < cfg.max_steps:
             optimizer.zero_grad(set_to_none=True)
+            finite = torch.ones((), dtype=torch.bool, device=device)
             for micro in range(cfg.grad_accum_steps):
                 host_batch = prefetcher.next((step, micro))
                 window_tokens += int(host_batch["attention_mask"].sum()) * ctx.world  # on the host: no sync
@@ -500,25 +528,37 @@ def pretrain(cfg: PretrainConfig, logger: MetricLogger | None = None, progress: 
                         out = step_model(**batch, generator=generators)
                     loss = _global_mean_loss(out, cfg, ctx) if ctx.world > 1 else out.loss
                     (loss / cfg.grad_accum_steps).backward()
+                finite &= torch.isfinite(loss.detach())
                 window_rows.append(_metrics_from(out))
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            if not torch.isfinite(out.loss):
-                raise FloatingPointError(f"pretrain: non-finite loss {out.loss.item()} at step {step}")
-            optimizer.step()
+            finite &= torch.isfinite(grad_norm)
+            if not bool(finite):  # one host sync per step
+                del window_rows[-cfg.grad_accum_steps:]
+                consecutive_skips += 1
+                if cfg.on_nonfinite == "stop" or consecutive_skips > MAX_CONSECUTIVE_SKIPS:
+                    raise FloatingPointError(_nonfinite_message(step, float(loss), float(grad_norm), cfg,
+                                                                checkpointer, consecutive_skips))
+                # Skip this batch: no optimizer step; the schedule and the data order move on.
+                skipped_steps += 1
+                optimizer.zero_grad(set_to_none=True)
+            else:
+                consecutive_skips = 0
+                optimizer.step()
             scheduler.step()
             step += 1
             bar.update(1)
             if step % cfg.log_every == 0 or step == cfg.max_steps:
                 elapsed = max(1e-9, time.time() - window_start)
                 tokens_per_s = window_tokens / elapsed
-                row = {"step": step, **_average(window_rows), "lr": scheduler.get_last_lr()[0],
+                row = {"step": step, **(_average(window_rows) if window_rows else {}),
+                       "lr": scheduler.get_last_lr()[0], "skipped_steps": skipped_steps,
                        "grad_norm": float(grad_norm), "tokens_per_s": tokens_per_s,
                        # Model FLOPs utilisation against this device's measured matmul rate;
                        # padding tokens are not counted as work.
                        "mfu": tokens_per_s * flops_per_token / peak_flops}
                 history.append(row)
                 logger.log_metrics({f"train/{k}": v for k, v in row.items() if k != "step"}, step=step)
-                bar.set_postfix(loss=f"{row['loss']:.3f}")
+                bar.set_postfix(loss=f"{row.get('loss', float('nan')):.3f}")
                 window_rows, window_tokens, window_start = [], 0, time.time()
             stopping = _any_rank(stop.is_set(), ctx)
             if step % cfg.checkpoint_every == 0 or stopping:

@@ -40,7 +40,7 @@ from electra.gate import (
     summary_line,
     task_metric_key,
 )
-from electra.tracking import flatten, git_info
+from electra.tracking import flatten, git_info, redact_uri
 
 # What a serving environment needs to load the logged models.
 _REQUIREMENTS = ("torch", "transformers", "tokenizers", "numpy", "pandas", "mlflow")
@@ -618,7 +618,7 @@ def register(params: Params, progress: bool = True) -> dict:
         "datasets": datasets,
         "model_cards": cards,
         "seconds": round(time.time() - started, 3),
-        "tracking_uri": mlflow.get_tracking_uri(),
+        "tracking_uri": redact_uri(mlflow.get_tracking_uri()),
     }
     write_json(out_dir / "registration.json", report)
     mlflow.log_dict(report, "registration.json")

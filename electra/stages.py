@@ -285,8 +285,10 @@ def run_stage(stage: str, params: Params, progress: bool = True, skip_unchanged:
     with stage_run(stage, params, extra_tags={"task": task} if task else None, run_name=name) as run:
         import mlflow
 
-        logger: MetricLogger = MlflowLogger() if observer is None else _TeeLogger(MlflowLogger(), observer)
+        tracker = MlflowLogger()
+        logger: MetricLogger = tracker if observer is None else _TeeLogger(tracker, observer)
         result = STAGE_FUNCTIONS[stage](params, logger, progress, task)
+        tracker.flush()   # metrics buffered while the tracking server was away go now
         seconds = time.time() - started
         numbers = {k: v for k, v in _numeric(result).items() if len(k) < 250}
         if numbers:

@@ -29,6 +29,22 @@ def tracking_uri(cfg: TrackingConfig) -> str:
     return f"sqlite:///{Path(cfg.store_path).resolve()}"
 
 
+def redact_uri(uri: str) -> str:
+    """``uri`` without a password or token, for anything written down (artifacts, tags, links)."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    secret_keys = ("token", "key", "secret", "password")
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    if parts.password is None and not any(w in k.lower() for k, _ in pairs for w in secret_keys):
+        return uri
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    query = urlencode([(k, "***" if any(w in k.lower() for w in secret_keys) else v) for k, v in pairs], safe="*")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
 def configure(cfg: TrackingConfig) -> str:
     """Point mlflow at the tracking store and experiment; return the experiment id."""
     import mlflow
@@ -102,16 +118,76 @@ class NullLogger:
 
 
 class MlflowLogger:
-    """Logs to the active MLflow run."""
+    """Logs to the MLflow run active when it was made, through a buffer.
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+    A metric that cannot be sent (the tracking server restarting, a network blip beyond
+    MLflow's own HTTP retries) stays in the buffer and goes with the next call, in order,
+    with its original step and timestamp; :meth:`flush` (at the end of the run) retries
+    with back-off, so a server that is down for a while loses nothing.
+    """
+
+    def __init__(self, run_id: str | None = None) -> None:
         import mlflow
 
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+        run = mlflow.active_run()
+        self.run_id = run_id or (run.info.run_id if run else None)
+        self.pending: list[tuple[dict[str, float], int | None, int]] = []
+        self._warned = False
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        import time
+
+        self.pending.append(({k: float(v) for k, v in metrics.items()}, step, int(time.time() * 1000)))
+        self._send()
+
+    def _send(self) -> bool:
+        """Send what is pending, oldest first; False (kept for later) when the server refuses."""
+        from mlflow import MlflowClient
+        from mlflow.entities import Metric
+
+        if self.run_id is None:  # made outside any run: MLflow's fluent API decides where they go
+            import mlflow
+
+            while self.pending:
+                metrics, step, _ = self.pending.pop(0)
+                mlflow.log_metrics(metrics, step=step)
+            return True
+        client = MlflowClient()
+        while self.pending:
+            metrics, step, timestamp = self.pending[0]
+            try:
+                client.log_batch(self.run_id, metrics=[Metric(k, v, timestamp, step or 0)
+                                                       for k, v in metrics.items()])
+            except Exception as exc:  # the server is unreachable or failing: keep it, say so once
+                if not self._warned:
+                    import logging
+
+                    logging.getLogger(__name__).warning(
+                        "tracking server unavailable (%s); buffering metrics until it is back", exc)
+                    self._warned = True
+                return False
+            self.pending.pop(0)
+        self._warned = False
+        return True
+
+    def flush(self, attempts: int = 6, first_delay_s: float = 2.0) -> None:
+        """Send everything pending, retrying with exponential back-off; raise if it never goes."""
+        import time
+
+        delay = first_delay_s
+        for attempt in range(attempts):
+            if self._send():
+                return
+            if attempt < attempts - 1:
+                time.sleep(delay)
+                delay *= 2
+        raise ConnectionError(f"{len(self.pending)} metric batches for MLflow run {self.run_id} could not be sent "
+                              f"after {attempts} attempts: the tracking server is unavailable")
 
     def log_artifacts(self, local_dir: str, artifact_path: str) -> None:
         import mlflow
 
+        self.flush()
         mlflow.log_artifacts(local_dir, artifact_path=artifact_path)
 
     @contextlib.contextmanager
@@ -122,7 +198,9 @@ class MlflowLogger:
         parent = mlflow.active_run()
         experiment_id = parent.info.experiment_id if parent else None
         with mlflow.start_run(run_name=name, nested=True, experiment_id=experiment_id, tags=dict(tags or {})):
-            yield MlflowLogger()
+            logger = MlflowLogger()
+            yield logger
+            logger.flush()
 
 
 @contextlib.contextmanager

@@ -81,7 +81,8 @@ from electra.stages import pipeline_run, run_stage, stage_name, up_to_date
 from electra.tracking import PARENT_RUN_ENV
 
 # Errors that another try cannot fix: a retry would only wait longer before failing.
-PERMANENT_ERRORS = (ConfigError, ValueError, TypeError, KeyError, FileNotFoundError, NotImplementedError)
+PERMANENT_ERRORS = (ConfigError, ValueError, TypeError, KeyError, FileNotFoundError, NotImplementedError,
+                    ArithmeticError)   # a diverged run (non-finite loss) diverges again from its checkpoint
 
 
 def _transient(task_obj, task_run, state) -> bool:
@@ -251,9 +252,9 @@ def _publish_registration(result: dict) -> None:
 
 def _mlflow_links(params: Params) -> tuple[str | None, str | None]:
     """(MLflow UI base url, experiment id) when tracking goes to a server; (None, id) otherwise."""
-    from electra.tracking import configure, tracking_uri
+    from electra.tracking import configure, redact_uri, tracking_uri
 
-    uri = tracking_uri(params.tracking)
+    uri = redact_uri(tracking_uri(params.tracking))
     try:
         experiment_id = configure(params.tracking)
     except Exception:  # a link is a convenience: never fail the flow for it

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import json
 import unicodedata
+from pathlib import Path
 
 import pytest
 
 from electra.config import IngestConfig
-from electra.ingest import IngestError, decode, ingest, normalize_text, read_shards, split_sentences
+from electra.ingest import (
+    IngestError,
+    decode,
+    ingest,
+    normalize_text,
+    read_shards,
+    split_sentences,
+)
 from tests.conftest import DATA
 
 
@@ -20,7 +28,7 @@ def test_real_corpus_counts_add_up_and_latin1_files_are_read(tmp_path):
     result = ingest(_cfg(tmp_path, [DATA / "pretrain"]), progress=False)
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     # 13 Gutenberg books + 55 inaugural speeches + WikiText-2 test (READMEs excluded).
-    assert manifest["files_found"] == 69 == manifest["files_read"] + manifest["files_skipped"]
+    assert manifest["files_found"] == 69 == manifest["files_kept"] + manifest["files_skipped"]
     assert manifest["files_skipped"] == 0
     # Some inaugural files are Latin-1: decoded per file, never dropped.
     assert manifest["encodings"].get("cp1252", 0) + manifest["encodings"].get("latin-1", 0) >= 1
@@ -47,7 +55,7 @@ def test_duplicates_empty_and_binary_files_are_recorded_not_lost(tmp_path):
     (corpus / "crlf.txt").write_bytes(("Windows lines end here.\r\nThey continue on.\r\n" * 10).encode())
     ingest(_cfg(tmp_path, [corpus]), progress=False)
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    assert manifest["files_found"] == 6 == manifest["files_read"] + manifest["files_skipped"]
+    assert manifest["files_found"] == 6 == manifest["files_kept"] + manifest["files_skipped"]
     reasons = {s["path"].rsplit("/", 1)[-1]: s["reason"] for s in manifest["skipped"]}
     assert reasons["empty.txt"] == "empty file"
     assert "binary" in reasons["binary.bin"]
@@ -71,7 +79,7 @@ def test_globs_select_files(tmp_path):
     result = ingest(_cfg(tmp_path, [str(DATA / "pretrain" / "inaugural" / "19*.txt")]), progress=False)
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert all("/19" in f["path"] for f in manifest["files"])
-    assert result["files_read"] == len(list((DATA / "pretrain" / "inaugural").glob("19*.txt")))
+    assert result["files_kept"] == len(list((DATA / "pretrain" / "inaugural").glob("19*.txt")))
 
 
 def test_sentence_splitter_keeps_abbreviations_and_initials():
@@ -90,3 +98,106 @@ def test_normalizer_and_decoder():
     assert decode("naïve".encode()) == ("naïve", "utf-8")
     assert decode(b"\xef\xbb\xbfhi") == ("hi", "utf-8-sig")
     assert decode("na\xefve".encode("latin-1"))[0] == "naïve"
+
+
+def _manifest(tmp_path) -> dict:
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    # Nothing is lost: every file found is kept or skipped with its reason, overall and per source.
+    assert manifest["files_found"] == manifest["files_kept"] + manifest["files_skipped"]
+    assert manifest["files_skipped"] == len(manifest["skipped"])
+    for counts in manifest["per_source"].values():
+        assert counts["files"] == counts["kept"] + counts["skipped"]
+    return manifest
+
+
+SENTENCES = "The committee met on Tuesday. It agreed on the plan and went home early.\n" * 4
+
+
+def test_mixed_encodings_in_one_file_keep_every_line_readable(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    utf8 = "Zoë read the naïve résumé aloud. Everyone applauded.\n".encode()
+    cp1252 = "Caf\xe9 owners met in the \u201cold\u201d hall. They talked.\n".encode("cp1252")   # 0x93, 0x94
+    (corpus / "mixed.txt").write_bytes(utf8 + SENTENCES.encode() + cp1252)
+    (corpus / "bad-utf8.txt").write_bytes(SENTENCES.encode() + b"Broken \xff\xfe bytes here. Then more text.\n")
+    ingest(_cfg(tmp_path, [corpus]), progress=False)
+    manifest = _manifest(tmp_path)
+    encodings = {f["path"].rsplit("/", 1)[-1]: f["encoding"] for f in manifest["files"]}
+    assert encodings["mixed.txt"] == "mixed:utf-8+cp1252"
+    text = "\n".join(s for d in read_shards(tmp_path / "out") for s in d)
+    assert "Zoë read the naïve résumé aloud." in text
+    assert "Café owners met in the \u201cold\u201d hall." in text
+    assert "\ufffd" not in text and manifest["files_kept"] == 2
+
+
+def test_symlinks_out_of_the_corpus_are_skipped_with_the_reason(tmp_path):
+    corpus, outside = tmp_path / "corpus", tmp_path / "elsewhere"
+    corpus.mkdir()
+    outside.mkdir()
+    (corpus / "kept.txt").write_text(SENTENCES)
+    (outside / "secret.txt").write_text("Private notes that must never be trained on. " * 10)
+    (corpus / "link.txt").symlink_to(outside / "secret.txt")
+    (corpus / "linked-dir").symlink_to(outside, target_is_directory=True)
+    (corpus / "inside-link.txt").symlink_to(corpus / "kept.txt")   # inside: followed (a duplicate)
+    ingest(_cfg(tmp_path, [corpus]), progress=False)
+    manifest = _manifest(tmp_path)
+    reasons = {s["path"].rsplit("/", 1)[-1]: s["reason"] for s in manifest["skipped"]}
+    assert "outside the corpus folder" in reasons["link.txt"]
+    text = "\n".join(s for d in read_shards(tmp_path / "out") for s in d)
+    assert "Private notes" not in text
+    assert manifest["files_kept"] == 1
+
+
+def test_files_that_vanish_or_cannot_be_read_during_ingestion_are_recorded(tmp_path, monkeypatch):
+    import electra.ingest as ingest_module
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for name in ("a.txt", "gone.txt", "locked.txt"):
+        (corpus / name).write_text(SENTENCES.replace("Tuesday", name))
+    listed = ingest_module.resolve_sources
+
+    def list_then_delete(*args, **kwargs):
+        files = listed(*args, **kwargs)
+        (corpus / "gone.txt").unlink()   # removed after the listing, before it is read
+        return files
+
+    real_read = Path.read_bytes
+
+    def read_bytes(self):
+        if self.name == "locked.txt":   # as a file with no read permission (root ignores chmod)
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_read(self)
+
+    monkeypatch.setattr(ingest_module, "resolve_sources", list_then_delete)
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    ingest(_cfg(tmp_path, [corpus]), progress=False)
+    manifest = _manifest(tmp_path)
+    reasons = {s["path"].rsplit("/", 1)[-1]: s["reason"] for s in manifest["skipped"]}
+    assert reasons == {"gone.txt": "unreadable: No such file or directory",
+                       "locked.txt": "unreadable: Permission denied"}
+
+
+def test_a_single_100_mb_line_is_cut_into_bounded_sentences(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    words = "token " * 16_000_000 + "\n"            # 96 MB, no sentence end, one line
+    (corpus / "one-line.txt").write_text(SENTENCES + words)
+    (corpus / "nul-late.txt").write_bytes(SENTENCES.encode() * 3000 + b"x\x00y. Tail sentence here.\n")
+    ingest(_cfg(tmp_path, [corpus], max_sentence_chars=2000, dedup=False), progress=False)
+    manifest = _manifest(tmp_path)
+    assert manifest["files_kept"] == 2
+    longest = max(len(s) for d in read_shards(tmp_path / "out") for s in d)
+    assert longest <= 2000
+    assert manifest["characters"] > 90_000_000       # cut, not dropped
+
+
+def test_bad_ingest_params_are_rejected_before_any_work(tmp_path):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="max_sentence_chars"):
+        IngestConfig(max_sentence_chars=10)
+    with pytest.raises(IngestError, match="no usable text"):
+        (tmp_path / "c").mkdir()
+        (tmp_path / "c" / "short.txt").write_text("Hi.\n")
+        ingest(_cfg(tmp_path, [tmp_path / "c"]), progress=False)

@@ -42,6 +42,34 @@ def _rewrite_predictions(evaluate_dir: Path, target: Path, how: str) -> None:
     (target / "metrics.json").write_text(json.dumps(metrics))
 
 
+SECRET = "planted-secret-7f3a9c"
+PLANTED_ENV = ("MLFLOW_TRACKING_TOKEN", "AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "POSTGRES_PASSWORD",
+               "HF_TOKEN")
+
+
+def _assert_no_secret_logged(client: MlflowClient, tmp_path: Path) -> None:
+    """Scan every run's params, tags and artifacts, every version's tags and description,
+    and every file the stages wrote, for the planted credentials."""
+    experiment = client.get_experiment_by_name("gate")
+    runs = client.search_runs([experiment.experiment_id], max_results=500)
+    assert runs
+    found = []
+    for run in runs:
+        for kind, values in (("param", run.data.params), ("tag", run.data.tags)):
+            found += [f"run {run.info.run_id} {kind} {k}" for k, v in values.items() if SECRET in f"{k}={v}"]
+        folder = tmp_path / "scanned" / run.info.run_id
+        mlflow.artifacts.download_artifacts(run_id=run.info.run_id, dst_path=str(folder))
+        found += [str(f) for f in folder.rglob("*") if f.is_file() and SECRET.encode() in f.read_bytes()]
+    for model in ("electra-sst2", "electra-discriminator"):
+        for version in client.search_model_versions(f"name='{model}'"):
+            text = json.dumps(version.tags) + (version.description or "")
+            if SECRET in text:
+                found.append(f"{model} version {version.version}")
+    found += [str(f) for f in tmp_path.rglob("*") if f.is_file() and "scanned" not in f.parts
+              and f.stat().st_size < 50_000_000 and SECRET.encode() in f.read_bytes()]
+    assert not found, f"a planted credential was written down: {found}"
+
+
 def _cli(*args: str):
     """The ``electra`` command in this process (typer's runner: the CLI's own code path,
     without paying a fresh interpreter's imports per call)."""
@@ -63,6 +91,9 @@ def test_gate_refuses_a_worse_version_promotes_a_better_one_and_rolls_back(pretr
               "tracking.experiment=gate"]
     with running_mlflow_server(tmp_path) as url:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+        # Credentials a real deployment has in its environment: none may end up written down.
+        for variable in PLANTED_ENV:
+            monkeypatch.setenv(variable, f"{SECRET}-{variable}")
         base = micro_params(root, *strict)
         run_stage("finetune", base, progress=False)
         run_stage("evaluate", base, progress=False)
@@ -114,6 +145,8 @@ def test_gate_refuses_a_worse_version_promotes_a_better_one_and_rolls_back(pretr
         assert inputs["glue-sst2"].dataset.digest == content_digest(ROOT / "data" / "glue" / "SST-2")
         assert {"glue-sst2", "crows-pairs", "vocab"} <= set(inputs)
         assert any(n.startswith("corpus:") for n in inputs) and inputs["vocab"].dataset.source
+
+        _assert_no_secret_logged(client, tmp_path)
 
         # The champion serves: load it by alias and predict.
         model = mlflow.pyfunc.load_model("models:/electra-sst2@champion")

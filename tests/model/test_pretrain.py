@@ -169,3 +169,76 @@ def test_gradient_accumulation_matches_the_large_batch(pretrained_micro, tmp_pat
         # Each micro-batch normalises by its own token counts (packed rows are nearly all
         # full, so the counts barely differ): equal to a small relative tolerance.
         assert torch.allclose(weights["accum"][key], large, rtol=1e-3, atol=1e-4), key
+
+
+def test_a_diverging_run_stops_clearly_and_keeps_its_last_checkpoint(pretrained_micro, tmp_path):
+    """lr 1e30: the first step's update overflows the weights, the next loss is not finite."""
+    from electra.pretrain import MAX_CONSECUTIVE_SKIPS, _Checkpointer
+
+    root = tmp_path / "outputs"
+    shutil.copytree(pretrained_micro / "outputs" / "tokenize", root / "tokenize")
+    diverging = ["pretrain.lr=1e30", "pretrain.warmup_steps=0", "pretrain.checkpoint_every=1",
+                 "pretrain.max_steps=12"]
+    with pytest.raises(FloatingPointError) as stopped:
+        pretrain(micro_params(tmp_path, *diverging).pretrain, progress=False)
+    message = str(stopped.value)
+    assert "non-finite loss or gradient at step 1" in message and "step-0000001" in message
+    assert "pretrain.on_nonfinite: skip" in message
+    checkpoints = _Checkpointer(root / "pretrain" / "checkpoints", keep=2)
+    assert [p.name for p in checkpoints.list()] == ["step-0000001"]
+    from safetensors.torch import load_file
+
+    weights = load_file(str(checkpoints.list()[0] / "model.safetensors"))   # complete and loadable
+    assert weights and not (root / "pretrain" / "discriminator").exists()
+
+    # skip: the bad batches are skipped (no optimizer step), but a run that stays non-finite
+    # has diverged and stops after MAX_CONSECUTIVE_SKIPS; it resumed from the checkpoint above.
+    with pytest.raises(FloatingPointError, match=f"{MAX_CONSECUTIVE_SKIPS + 1} non-finite steps in a row"):
+        pretrain(micro_params(tmp_path, *diverging, "pretrain.on_nonfinite=skip").pretrain, progress=False)
+    after = load_file(str(checkpoints.list()[-1] / "model.safetensors"))
+    assert all(torch.equal(weights[k], after[k]) for k in weights)   # skipped steps changed nothing
+
+
+_FSIZE_CHILD = """
+import resource, signal, sys
+from electra.pretrain import pretrain
+from tests.conftest import micro_params
+from pathlib import Path
+# The kernel refuses writes past this size (EFBIG), as a full disk refuses them (ENOSPC).
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+limit = int(sys.argv[2])
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+pretrain(micro_params(Path(sys.argv[1])).pretrain, progress=False)
+"""
+
+
+def test_a_checkpoint_that_cannot_be_written_leaves_the_previous_one_usable(pretrained_micro, tmp_path):
+    """The write of step 12's checkpoint fails for real (a file-size limit set in the child);
+    step 6's checkpoint stays intact, nothing half-written is left, and a rerun resumes from
+    step 6 to the same losses as an uninterrupted run."""
+    import subprocess
+    import sys
+
+    from electra.files import sha256_tree
+    from tests.conftest import ROOT
+
+    root = tmp_path / "outputs"
+    shutil.copytree(pretrained_micro / "outputs" / "tokenize", root / "tokenize")
+    checkpoints = root / "pretrain" / "checkpoints"
+    shutil.copytree(pretrained_micro / "outputs" / "pretrain" / "checkpoints" / "step-0000006",
+                    checkpoints / "step-0000006")
+    before = sha256_tree(checkpoints / "step-0000006")
+    largest = max(f.stat().st_size for f in (checkpoints / "step-0000006").iterdir())
+    child = subprocess.run([sys.executable, "-c", _FSIZE_CHILD, str(tmp_path), str(largest // 2)],
+                           cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert child.returncode != 0
+    assert "could not write checkpoint" in child.stderr and "step-0000012" in child.stderr, child.stderr[-3000:]
+    assert "step-0000006 is intact and a rerun resumes from it" in child.stderr
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["step-0000006"]   # no partial, no temp
+    assert sha256_tree(checkpoints / "step-0000006") == before
+
+    result = pretrain(micro_params(tmp_path).pretrain, progress=False)
+    assert result["resumed_from"].endswith("step-0000006")
+    reference = list(csv.DictReader(open(pretrained_micro / "outputs" / "pretrain" / "history.csv")))
+    resumed = list(csv.DictReader(open(root / "pretrain" / "history.csv")))
+    assert [r["loss"] for r in resumed] == [r["loss"] for r in reference]
