@@ -37,6 +37,11 @@ os.environ.update(
 )
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 os.environ.pop("PREFECT_API_URL", None)
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two test processes share the cores (pytest -n 2): one compute thread each, inherited by
+    # the stages they start, instead of each oversubscribing every core.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 if not (DATA / "MANIFEST.md").exists():  # pragma: no cover - a setup problem, not a test failure
     raise pytest.UsageError("data/ is missing: run `make data` (dvc pull) first")

@@ -29,17 +29,20 @@ def _server(tmp_path, port: int) -> subprocess.Popen:
 
 
 def test_metrics_logged_while_the_server_is_down_arrive_when_it_is_back(tmp_path, monkeypatch):
+    """Down for a while: buffered, then sent in order with their steps. Down for good: a clear
+    error from flush, and the metrics still held, never dropped silently."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     # Fail fast instead of MLflow's own minutes of HTTP retries: the buffer is what is tested.
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
-    mlflow.set_tracking_uri(url)
     server = _server(tmp_path, port)
     try:
-        run = mlflow.start_run(run_name="outage")
-        logger = MlflowLogger()
+        client = MlflowClient(url)
+        run = client.create_run(client.get_experiment_by_name("Default").experiment_id, run_name="outage")
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+        mlflow.set_tracking_uri(url)
+        logger = MlflowLogger(run_id=run.info.run_id)
         for step in range(5):
             logger.log_metrics({"train/loss": 10.0 - step}, step=step)
         assert not logger.pending
@@ -51,31 +54,14 @@ def test_metrics_logged_while_the_server_is_down_arrive_when_it_is_back(tmp_path
         logger.log_metrics({"train/loss": 0.0}, step=10)
         logger.flush()
         assert not logger.pending
-        mlflow.end_run()
-        history = MlflowClient(url).get_metric_history(run.info.run_id, "train/loss")
+        history = client.get_metric_history(run.info.run_id, "train/loss")
         assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == \
             [(step, 10.0 - step) for step in range(11)]
-    finally:
-        if mlflow.active_run():
-            mlflow.end_run()
-        stop_process(server)
 
-
-def test_a_server_that_never_comes_back_is_a_clear_error(tmp_path, monkeypatch):
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
-    mlflow.set_tracking_uri(url)
-    server = _server(tmp_path, port)
-    try:
-        client = MlflowClient(url)
-        run = client.create_run(client.get_experiment_by_name("Default").experiment_id, run_name="gone")
-        logger = MlflowLogger(run_id=run.info.run_id)
-        stop_process(server)
-        logger.log_metrics({"train/loss": 1.0}, step=0)
+        stop_process(server)                       # gone for good
+        logger.log_metrics({"train/loss": -1.0}, step=11)
         with pytest.raises(ConnectionError, match="could not be sent after 3 attempts"):
             logger.flush(attempts=3, first_delay_s=0.1)
-        assert len(logger.pending) == 1            # still held: nothing dropped silently
+        assert len(logger.pending) == 1
     finally:
         stop_process(server)
