@@ -19,12 +19,37 @@ from pathlib import Path
 from typing import IO, Any
 
 
+def _clear_dead_temps(target: Path) -> None:
+    """Remove temporary copies of ``target`` left by a process that no longer runs.
+
+    A run killed with SIGKILL cannot clean up; nothing will ever finish its copy. The
+    writer's pid is part of each temporary name, so a copy that a live process is still
+    writing is left alone.
+    """
+    for stale in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
+        pid = stale.name[len(target.name) + 2:].split(".", 1)[0]
+        if pid.isdigit():
+            try:
+                os.kill(int(pid), 0)
+                continue          # its writer is alive
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue          # alive, another user's
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                stale.unlink()
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[IO[Any]]:
     """Open a temporary sibling of ``path`` for writing; rename it to ``path`` on success."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    _clear_dead_temps(target)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     try:
         with open(tmp_name, mode, **kwargs) as handle:
@@ -69,12 +94,8 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Build a folder under a temporary name and swap it into ``path`` when complete."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    # A run killed (SIGKILL) while building this folder left its temporary copy behind:
-    # nothing will ever finish it, so it goes before a new one is started.
-    for stale in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
-        if stale.is_dir():
-            shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    _clear_dead_temps(target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent))
     try:
         yield tmp
         old = None
