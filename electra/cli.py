@@ -45,7 +45,7 @@ def _load(params_file: str, profile: str | None, overrides: list[str] | None) ->
 
 def _run_one(stage: str, params_file: str, profile: str | None, overrides: list[str] | None, progress: bool,
              resolved: str | None = None, task: str | None = None) -> None:
-    from electra.stages import run_stage
+    from electra.stages import run_stage, stage_name
 
     _defaults_for_embedded_services()
     if resolved:
@@ -61,7 +61,7 @@ def _run_one(stage: str, params_file: str, profile: str | None, overrides: list[
         with contextlib.redirect_stdout(sys.stderr):
             result = run_stage(stage, params, progress=progress, task=task)
     except (FileNotFoundError, ValueError) as exc:
-        typer.echo(f"error: {stage if task is None else f'{stage}@{task}'}: {exc}", err=True)
+        typer.echo(f"error: {stage_name(stage, task)}: {exc}", err=True)
         raise typer.Exit(code=1) from None
     typer.echo(json.dumps(result, indent=2, default=str))
 
@@ -70,8 +70,12 @@ TaskOpt = Annotated[str | None, typer.Option(
     "--task", "-t", help="Only this task of finetune.tasks (the stage's run is named <stage>@<task>).")]
 
 
+# As electra.stages.PER_TASK_STAGES (not imported here: the CLI's start-up stays light).
+PER_TASK_STAGES = ("finetune", "evaluate")
+
+
 def _make_stage_command(stage: str, doc: str):
-    if stage in ("finetune", "evaluate"):
+    if stage in PER_TASK_STAGES:
         def per_task_command(
             profile: ProfileOpt = None,
             set_: SetOpt = None,

@@ -121,13 +121,15 @@ def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def sha256_tree(path: str | Path) -> str:
-    """Hex sha256 over a folder: relative paths and contents, in sorted order."""
+def sha256_tree(path: str | Path, skip_names: frozenset[str] = frozenset()) -> str:
+    """Hex sha256 over a folder: relative paths and contents, in sorted order.
+
+    Temporary copies (``.*.tmp``) and files named in ``skip_names`` are left out."""
     root = Path(path)
     if root.is_file():
         return sha256_file(root)
     digest = hashlib.sha256()
-    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+    for file in sorted(p for p in root.rglob("*") if p.is_file() and p.name not in skip_names):
         rel = file.relative_to(root).as_posix()
         if any(part.startswith(".") and part.endswith(".tmp") for part in rel.split("/")):
             continue

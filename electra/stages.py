@@ -128,16 +128,9 @@ BOOKKEEPING = frozenset({STATE_FILE, ".gitignore"})
 
 def content_hash(path: Path) -> str:
     """sha256 over a file, or a folder's relative paths and contents, without bookkeeping files."""
-    import hashlib
+    from electra.files import sha256_tree
 
-    from electra.files import sha256_file
-
-    if path.is_file():
-        return sha256_file(path)
-    digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file() and p.name not in BOOKKEEPING):
-        digest.update(f"{file.relative_to(path).as_posix()}:{sha256_file(file)}\0".encode())
-    return digest.hexdigest()
+    return sha256_tree(path, skip_names=BOOKKEEPING)
 
 
 def _stage_inputs(stage: str, params: Params, task: str | None = None) -> list[str]:

@@ -184,25 +184,27 @@ def _run_on_deployment(deployment: str, stage: str, params: Params, force: bool,
 def run_stage_task(stage: str, params: Params, force: bool = False, task_name: str | None = None,
                    dispatch: bool = True, upstream: Any = None) -> Any:
     """One stage (or one task of it) as a Prefect task; ``upstream`` only orders it after its input."""
-    if not force:
-        previous = up_to_date(stage, params, task_name)
-        if previous is not None:
-            # Same params section, code and input contents as the last run, outputs untouched:
-            # the decision DVC makes. The state's name shows it in the UI and the API.
-            return Completed(data={**previous, "up_to_date": True}, name="Skipped",
-                             message="inputs, params and code unchanged")
     deployment = {"pretrain": params.prefect.pretrain_deployment,
                   "finetune": params.prefect.finetune_deployment}.get(stage) if dispatch else None
     if deployment:
-        return _run_on_deployment(deployment, stage, params, force, task_name)
-    observer = PretrainProgress(params.pretrain.max_steps) if stage == "pretrain" else None
-    if task_name is not None:
+        # Decided here, before anything is dispatched: an unchanged stage sends no GPU job.
+        previous = None if force else up_to_date(stage, params, task_name)
+        result = {**previous, "up_to_date": True} if previous is not None else \
+            _run_on_deployment(deployment, stage, params, force, task_name)
+    elif task_name is not None:
         from prefect.concurrency.sync import concurrency
 
         # The device is the scarce thing: tasks queue for a slot of its limit, server-wide.
         with concurrency(device_limit_name(params), occupy=1, strict=False):
-            return run_stage(stage, params, progress=False, task=task_name)
-    return run_stage(stage, params, progress=False, observer=observer)
+            result = run_stage(stage, params, progress=False, skip_unchanged=not force, task=task_name)
+    else:
+        observer = PretrainProgress(params.pretrain.max_steps) if stage == "pretrain" else None
+        result = run_stage(stage, params, progress=False, skip_unchanged=not force, observer=observer)
+    if result.get("up_to_date"):
+        # Same params section, code and input contents as the last run, outputs untouched:
+        # the decision DVC makes. The state's name shows it in the UI and the API.
+        return Completed(data=result, name="Skipped", message="inputs, params and code unchanged")
+    return result
 
 
 def _stage_task(stage: str, params: Params, per_task: bool = False):
@@ -265,6 +267,8 @@ def _mlflow_links(params: Params) -> tuple[str | None, str | None]:
 
 def _summary_markdown(results: dict[str, dict], params: Params) -> str:
     """Stage timings and states, with links to their MLflow runs and the registry versions."""
+    from electra.tracking import redact_uri, tracking_uri
+
     base, experiment_id = _mlflow_links(params)
 
     def run_link(run_id: str) -> str:
@@ -292,7 +296,7 @@ def _summary_markdown(results: dict[str, dict], params: Params) -> str:
             link = f"[{version}]({base}/#/models/{model}/versions/{version})" if base else str(version)
             lines.append(f"| {model} | {link} | {outcomes.get(model, '')} |")
     if not base:
-        lines += ["", f"Browse the runs with `mlflow ui --backend-store-uri {params.tracking.store_path and 'sqlite:///' + params.tracking.store_path}`."]
+        lines += ["", f"Browse the runs with `mlflow ui --backend-store-uri {redact_uri(tracking_uri(params.tracking))}`."]
     commit = results.get("dvc-commit")
     if commit:
         lines += ["", f"DVC: {commit.get('skipped') or 'dvc.lock updated (dvc commit); dvc status clean: ' + str(commit.get('clean'))}."]

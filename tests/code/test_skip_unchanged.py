@@ -79,3 +79,10 @@ def test_one_task_of_a_stage_has_its_own_name_folders_and_fingerprint(tmp_path):
         run_stage("ingest", params, task="sst2")
     with pytest.raises(ValueError, match="not in finetune.tasks"):
         run_stage("finetune", params, task="mnli")
+
+
+def test_the_cli_offers_per_task_runs_for_the_same_stages_as_the_library():
+    from electra.cli import PER_TASK_STAGES as cli_stages
+    from electra.stages import PER_TASK_STAGES
+
+    assert cli_stages == PER_TASK_STAGES
