@@ -327,26 +327,68 @@ def _alias_version(client, name: str, alias: str) -> str | None:
         return None
 
 
-@contextlib.contextmanager
-def _promotion_lock() -> Iterator[None]:
-    """Serialise champion moves of pipelines sharing an embedded sqlite store (a file lock).
+LOCK_SUFFIX = ".promotion-lock"   # registered model that exists while a pipeline moves champion
+LOCK_STALE_S = 120.0               # a move is a handful of API calls: older locks belong to dead holders
+LOCK_WAIT_S = 600.0
 
-    Against a tracking server the compare-and-set in :func:`_move_champion` is what
-    keeps two pipelines from promoting on a stale comparison.
+
+@contextlib.contextmanager
+def _promotion_lock(client, name: str) -> Iterator[None]:
+    """Serialise champion moves of ``name`` across pipelines sharing a registry.
+
+    On an embedded sqlite store it is a file lock next to the database. On a tracking
+    server it is the registered model ``<name>.promotion-lock``: the registry's unique
+    model name makes creating it an atomic test-and-set on the server's database, so two
+    pipelines on different machines cannot both hold it. A holder that died keeps it
+    until it is ``LOCK_STALE_S`` old; the next pipeline then breaks it.
     """
     uri = mlflow.get_tracking_uri()
-    if not uri.startswith("sqlite:///"):
-        yield
-        return
-    import fcntl
+    if uri.startswith("sqlite:///"):
+        import fcntl
 
-    lock_path = Path(uri.removeprefix("sqlite:///") + ".promote.lock")
-    with open(lock_path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        lock_path = Path(uri.removeprefix("sqlite:///") + ".promote.lock")
+        with open(lock_path, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+        return
+    import random
+    import socket
+    import uuid
+
+    from mlflow.exceptions import MlflowException
+
+    lock = f"{name}{LOCK_SUFFIX}"
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    deadline = time.monotonic() + LOCK_WAIT_S
+    delay = 0.05
+    while True:
         try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            client.create_registered_model(
+                lock, tags={"owner": owner, "since": f"{time.time():.3f}"},
+                description=f"Held while a pipeline moves the champion alias of {name}. "
+                            f"Safe to delete when older than {LOCK_STALE_S:.0f} s.")
+            break
+        except MlflowException as err:
+            if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        with contextlib.suppress(MlflowException):   # released meanwhile: just try again
+            held = client.get_registered_model(lock).tags or {}
+            if time.time() - float(held.get("since", "0")) > LOCK_STALE_S:
+                client.delete_registered_model(lock)
+                continue
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{name}: the promotion lock {lock!r} has been held for over {LOCK_WAIT_S:.0f} s")
+        time.sleep(delay * (1 + random.random()))
+        delay = min(delay * 2, 1.0)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(MlflowException):
+            if (client.get_registered_model(lock).tags or {}).get("owner") == owner:
+                client.delete_registered_model(lock)
 
 
 def _history(client, name: str) -> list[dict[str, str]]:
@@ -358,8 +400,12 @@ def _history(client, name: str) -> list[dict[str, str]]:
 
 
 def _move_champion(client, name: str, version: str, expected: str | None, reason: str, action: str) -> bool:
-    """Point ``champion`` at ``version`` if it still points at ``expected``; record why. Atomic per model."""
-    with _promotion_lock():
+    """Point ``champion`` at ``version`` if it still points at ``expected``; record why.
+
+    The check and the move happen under :func:`_promotion_lock`, so they are atomic per
+    model: of several pipelines that compared against the same champion, one moves it.
+    """
+    with _promotion_lock(client, name):
         if _alias_version(client, name, CHAMPION) != expected:
             return False
         when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -637,6 +683,22 @@ def register(params: Params, progress: bool = True) -> dict:
     }
 
 
+def _set_version_tags(client, name: str, version: str, tags: dict[str, Any]) -> None:
+    """Write a version's tags (hundreds: one per headline metric). The registry API sets one
+    tag per request, so against a tracking server they go out eight at a time; a local
+    sqlite store takes them one by one (it has one writer anyway)."""
+    items = [(key, str(value)[:5000]) for key, value in tags.items()]
+    if not mlflow.get_tracking_uri().startswith(("http://", "https://")):
+        for key, value in items:
+            client.set_model_version_tag(name, version, key, value)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=8, thread_name_prefix="version-tags") as pool:
+        # list() re-raises the first failure.
+        list(pool.map(lambda item: client.set_model_version_tag(name, version, *item), items))
+
+
 def _tag_and_describe(client, name: str, version: str, scope: dict, evidence: Evidence, params: Params,
                       cache: dict, workdir: Path, lineage: dict, flat_metrics: dict, datasets: list[dict],
                       out_dir: Path, run_id: str) -> dict[str, Any]:
@@ -647,8 +709,7 @@ def _tag_and_describe(client, name: str, version: str, scope: dict, evidence: Ev
                    if k.startswith(prefix) or any(k.startswith(b) for b in scope["bias"])}
     tags = {**lineage, **_gate_tags(gate), "gate.evidence_run_id": run_id,
             **{f"metric.{k}": v for k, v in own_metrics.items()}}
-    for key, value in tags.items():
-        client.set_model_version_tag(name, version, key, str(value)[:5000])
+    _set_version_tags(client, name, version, tags)
     card = _write_card(name, version, scope, evidence.metrics, gate, lineage, params, datasets, out_dir)
     client.set_model_version_tag(name, version, "model_card", f"runs:/{run_id}/model_cards/{name}/MODEL_CARD.md")
     headline = f"Gate: {gate['outcome']}" + (f" (compared with version {gate['compared_to']})"

@@ -50,10 +50,22 @@ def configure(cfg: TrackingConfig) -> str:
     import mlflow
 
     uri = tracking_uri(cfg)
+    # mlflow also exports the URIs as MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI, which
+    # tracking_uri() ranks above params: a later stage in this process with another
+    # ``tracking`` section, or a process started from it, would log to this store. The
+    # URI is set in mlflow itself; the environment stays what the user gave.
+    exported = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     mlflow.set_tracking_uri(uri)
     if uri.startswith("sqlite:") or uri.startswith("file:"):
         # MLflow also uses the tracking store for the registry unless told otherwise.
         mlflow.set_registry_uri(uri)
+    else:
+        mlflow.set_registry_uri(None)    # the registry of a previous store must not linger
+    for key, value in exported.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
     experiment = mlflow.get_experiment_by_name(cfg.experiment)
     if experiment is not None:
         return experiment.experiment_id

@@ -75,9 +75,6 @@ def test_fine_tuning_and_evaluation_killed_midway_rerun_to_the_same_outputs(pret
         run_stage(stage, params, progress=False, task=TASK)
         expected[stage] = _outputs(stage, reference)
 
-    # mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI, which outranks params: drop the
-    # reference's store so that the killed runs use their own.
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     params = micro_params(killed, *ONLY)
     interrupted = []
     for stage, sig in (("finetune", signal.SIGKILL), ("evaluate", signal.SIGTERM)):
@@ -88,7 +85,6 @@ def test_fine_tuning_and_evaluation_killed_midway_rerun_to_the_same_outputs(pret
             assert not (killed / "outputs" / stage / ("" if stage == "finetune" else "tasks") / TASK /
                         "run.json").exists()
         run_stage(stage, params, progress=False, task=TASK, skip_unchanged=True)
-        monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
         assert _outputs(stage, killed) == expected[stage], stage
     assert interrupted, "neither stage was still working when the signal came"
     leftovers = [p for p in (killed / "outputs").rglob("*.tmp")]
