@@ -42,6 +42,10 @@ from electra.gate import (
 )
 from electra.tracking import flatten, git_info, redact_uri
 
+# The pyfunc models are logged as code (models from code): loading one runs our reviewed
+# source, never a pickle. The classes live in a module light enough to import at serving.
+SERVING_DIR = Path(__file__).resolve().parent / "serving"
+
 # What a serving environment needs to load the logged models.
 _REQUIREMENTS = ("torch", "transformers", "tokenizers", "numpy", "pandas", "mlflow")
 
@@ -86,65 +90,6 @@ def dvc_lock_hashes(path: str | Path = "dvc.lock") -> dict[str, str]:
     return hashes
 
 
-class DiscriminatorModel(mlflow.pyfunc.PythonModel):
-    """MLflow pyfunc: text in, per-token replaced-token probabilities out.
-
-    Input: a DataFrame with a ``text`` column (or a list of strings). Output: one
-    row per text with the word pieces and P(replaced) for each.
-    """
-
-    def load_context(self, context) -> None:
-        from transformers import AutoTokenizer, ElectraForPreTraining
-
-        folder = context.artifacts["discriminator"]
-        self.tokenizer = AutoTokenizer.from_pretrained(folder)
-        self.model = ElectraForPreTraining.from_pretrained(folder).eval()
-
-    def predict(self, context, model_input, params=None):
-        import pandas as pd
-        import torch
-
-        texts = list(model_input["text"]) if hasattr(model_input, "columns") else list(model_input)
-        rows = []
-        with torch.no_grad():
-            for text in texts:
-                enc = self.tokenizer(text, return_tensors="pt", truncation=True, max_length=512)
-                probs = torch.sigmoid(self.model(**enc).logits[0]).tolist()
-                tokens = self.tokenizer.convert_ids_to_tokens(enc["input_ids"][0])
-                rows.append({"tokens": tokens, "replaced_probability": probs})
-        return pd.DataFrame(rows)
-
-
-class QuestionAnsweringModel(mlflow.pyfunc.PythonModel):
-    """MLflow pyfunc: (question, context) rows in, the extracted answer span out.
-
-    transformers 5 removed its question-answering pipeline, so the QA model ships
-    with our own windowing and span search (``electra.qa``), the code it was
-    evaluated with. Input: a DataFrame with ``question`` and ``context`` columns.
-    Output: one ``answer`` per row (a substring of its context).
-    """
-
-    def load_context(self, context) -> None:
-        from transformers import AutoTokenizer, ElectraForQuestionAnswering
-
-        folder = context.artifacts["model"]
-        self.tokenizer = AutoTokenizer.from_pretrained(folder)
-        self.model = ElectraForQuestionAnswering.from_pretrained(folder).eval()
-        self.settings = dict(context.model_config or {})
-
-    def predict(self, context, model_input, params=None):
-        import pandas as pd
-
-        from electra.qa import QAExample, predict_qa
-
-        examples = [QAExample(id=str(i), title="", context=str(row["context"]), question=str(row["question"]),
-                              answers=()) for i, row in enumerate(model_input.to_dict("records"))]
-        answers = predict_qa(self.model, self.tokenizer, examples, batch_size=16,
-                             max_seq_length=int(self.settings.get("max_seq_length", 384)),
-                             doc_stride=int(self.settings.get("doc_stride", 128)), device="cpu")
-        return pd.DataFrame({"answer": [answers.get(ex.id, "") for ex in examples]})
-
-
 def _log_qa_model(model_dir: str, run: dict, name: str):
     """Log and register the QA model as a :class:`QuestionAnsweringModel` pyfunc."""
     import pandas as pd
@@ -153,7 +98,7 @@ def _log_qa_model(model_dir: str, run: dict, name: str):
     example = pd.DataFrame({"question": ["Who cooked the meal?"], "context": ["The chef cooked the meal."]})
     return mlflow.pyfunc.log_model(
         name="finetuned-qa",
-        python_model=QuestionAnsweringModel(),
+        python_model=str(SERVING_DIR / "qa_model.py"),
         artifacts={"model": model_dir},
         model_config={"max_seq_length": run["max_seq_length"], "doc_stride": run.get("doc_stride", 128)},
         signature=infer_signature(example, pd.DataFrame({"answer": ["The chef"]})),
@@ -281,7 +226,7 @@ def _log_discriminator(pretrain_dir: Path, name: str):
     signature = infer_signature(example, pd.DataFrame([{"tokens": ["[CLS]"], "replaced_probability": [0.5]}]))
     return mlflow.pyfunc.log_model(
         name="discriminator",
-        python_model=DiscriminatorModel(),
+        python_model=str(SERVING_DIR / "discriminator_model.py"),
         artifacts={"discriminator": str(pretrain_dir / "discriminator")},
         signature=signature,
         input_example=example,

@@ -183,6 +183,30 @@ def test_register_killed_midway_then_two_pipelines_registering_at_once(pretraine
         assert not client.get_model_version(MODEL, str(orphan.version)).aliases
         assert not client.search_registered_models("name LIKE '%.promotion-lock'")
 
+        # The champion serves from code shipped with it: no pickle in it, none read to load it.
+        import pickle
+
+        import cloudpickle
+        import mlflow.artifacts
+        import mlflow.pyfunc
+        import pandas as pd
+        import yaml
+
+        local = Path(mlflow.artifacts.download_artifacts(f"models:/{MODEL}@champion", dst_path=str(tmp_path / "m")))
+        assert not [p for p in local.rglob("*") if p.suffix in (".pkl", ".pickle", ".bin", ".pt")]
+        flavor = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["python_function"]
+        assert flavor["model_code_path"].endswith("discriminator_model.py")
+
+        def refuse(*args, **kwargs):
+            raise AssertionError("a registry artifact was unpickled")
+
+        for module in (pickle, cloudpickle):
+            monkeypatch.setattr(module, "load", refuse)
+            monkeypatch.setattr(module, "loads", refuse)
+        model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
+        scored = model.predict(pd.DataFrame({"text": ["the chef cooked the meal ."]}))
+        assert len(scored["replaced_probability"][0]) == len(scored["tokens"][0])
+
 
 def mlflow_artifact_json(client: MlflowClient, run_id: str, path: str) -> dict:
     import tempfile

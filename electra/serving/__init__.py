@@ -1,0 +1,1 @@
+"""Models-from-code entry points: MLflow runs one of these files to build a pyfunc model."""
