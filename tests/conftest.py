@@ -49,22 +49,23 @@ if not (DATA / "MANIFEST.md").exists():  # pragma: no cover - a setup problem, n
 
 @pytest.fixture(autouse=True)
 def _mlflow_uri_does_not_leak():
-    """A test's MLflow URI dies with it: ``mlflow.set_tracking_uri`` also exports
-    ``MLFLOW_TRACKING_URI``, which later tests' subprocesses would inherit (pointing at a
-    server that test already stopped)."""
+    """A test's MLflow URIs die with it. ``mlflow.set_tracking_uri`` / ``set_registry_uri``
+    set process globals (and export ``MLFLOW_TRACKING_URI`` / ``MLFLOW_REGISTRY_URI``): a
+    later test's client would otherwise find the registry of a store that test no longer
+    uses, and its subprocesses a server that test already stopped."""
     keys = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
     before = {k: os.environ.get(k) for k in keys}
     yield
-    if "mlflow" in sys.modules and any(os.environ.get(k) != v for k, v in before.items()):
+    if "mlflow" in sys.modules:
         import mlflow
 
-        mlflow.set_tracking_uri(before["MLFLOW_TRACKING_URI"])
-        mlflow.set_registry_uri(before["MLFLOW_REGISTRY_URI"])
-        for key, value in before.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+    for key, value in before.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 def stage_dirs(tmp: Path) -> list[str]:
