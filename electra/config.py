@@ -53,6 +53,9 @@ class IngestConfig(_Frozen):
     max_sentence_chars: int = Field(default=2000, ge=100)
     dedup: bool = True
     shard_size_mb: float = Field(default=64.0, gt=0)
+    # JSON Lines files (.jsonl, .ndjson, compressed or not): one document per record, its
+    # text in this field (a dotted path reaches a nested one: "meta.body").
+    jsonl_text_field: str = Field(default="text", min_length=1)
 
 
 class TokenizeConfig(_Frozen):

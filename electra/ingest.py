@@ -5,6 +5,10 @@ Output layout (``ingest.output_dir``)::
     shard-00000.txt ...   one sentence per line, a blank line between documents
     manifest.json         counts, hashes, per-source counts, skipped files and why
 
+Sources are plain-text files and JSON Lines files (``.jsonl``/``.ndjson``: one document
+per record, its text in ``ingest.jsonl_text_field``), either of them compressed with
+gzip, bzip2, xz or zstandard (by suffix: ``.gz``, ``.bz2``, ``.xz``, ``.zst``).
+
 Every file found is either kept (its encoding detected per file, or per line when
 a file mixes encodings) or recorded as skipped with a reason: unreadable (vanished,
 no permission), empty, binary (NUL bytes), a symlink leading outside its corpus
@@ -91,6 +95,76 @@ def resolve_sources(sources: list[str], exclude: list[str]) -> list[tuple[str, P
                 continue  # hidden files and folders (.git, .dvc) are never corpus text
             found.setdefault(file, source)
     return [(src, file) for file, src in sorted(found.items(), key=lambda kv: str(kv[0]))]
+
+
+COMPRESSIONS = {".gz": "gzip", ".bz2": "bzip2", ".xz": "xz", ".zst": "zstandard"}
+JSONL_SUFFIXES = (".jsonl", ".ndjson")
+
+
+def compression_of(path: Path) -> str | None:
+    """The compression a file's suffix names, or None for an uncompressed file."""
+    return COMPRESSIONS.get(path.suffix.lower())
+
+
+def is_jsonl(path: Path) -> bool:
+    """A JSON Lines file, compressed or not (``corpus.jsonl.gz``)."""
+    name = path.name.lower()
+    if compression_of(path):
+        name = name[: -len(path.suffix)]
+    return name.endswith(JSONL_SUFFIXES)
+
+
+def read_source(path: Path) -> bytes:
+    """A source file's bytes, decompressed by its suffix. Corrupt or truncated compressed
+    data raises ``OSError`` (recorded as an unreadable file), whatever the codec."""
+    compression = compression_of(path)
+    if compression is None:
+        return path.read_bytes()
+    import bz2
+    import gzip
+    import lzma
+
+    try:
+        if compression == "gzip":
+            return gzip.decompress(path.read_bytes())
+        if compression == "bzip2":
+            return bz2.decompress(path.read_bytes())
+        if compression == "xz":
+            return lzma.decompress(path.read_bytes())
+        import zstandard
+
+        with open(path, "rb") as handle, zstandard.ZstdDecompressor().stream_reader(handle) as reader:
+            return reader.read()
+    except (FileNotFoundError, PermissionError):
+        raise
+    except Exception as exc:
+        # Each codec has its own error for corrupt or truncated data.
+        if isinstance(exc, (OSError, EOFError, ValueError, lzma.LZMAError)) or type(exc).__name__ == "ZstdError":
+            raise OSError(f"corrupt {compression} data ({exc or type(exc).__name__})") from exc
+        raise
+
+
+def jsonl_texts(text: str, field: str, path: Path) -> Iterator[str]:
+    """The text of each record of a JSON Lines file; a bad record is an error naming the
+    file and line (a corpus with a broken export should not train on half of it)."""
+    import json
+
+    keys = field.split(".")
+    for line_no, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise IngestError(f"{path}:{line_no}: not a JSON record ({exc.msg})") from None
+        for key in keys:
+            if not isinstance(value, dict) or key not in value:
+                raise IngestError(f"{path}:{line_no}: the record has no field {field!r} "
+                                  f"(set ingest.jsonl_text_field)")
+            value = value[key]
+        if not isinstance(value, str):
+            raise IngestError(f"{path}:{line_no}: field {field!r} is {type(value).__name__}, not text")
+        yield value
 
 
 def _decode_line(line: bytes) -> tuple[str, str]:
@@ -331,8 +405,8 @@ def ingest(cfg: IngestConfig, progress: bool = True) -> dict:
                 record.skipped = f"symlink to {path.resolve()}, outside the corpus folder {source}"
             else:
                 try:
-                    data = path.read_bytes()
-                except OSError as exc:  # vanished since it was listed, or not readable
+                    data = read_source(path)
+                except OSError as exc:  # vanished since it was listed, not readable, corrupt
                     record.skipped = f"unreadable: {exc.strerror or exc}"
                 else:
                     if not data.strip():
@@ -345,9 +419,14 @@ def ingest(cfg: IngestConfig, progress: bool = True) -> dict:
                 continue
             text, record.encoding = decode(data)
             del data
-            text = normalize_text(text)
             stats.files_read += 1
-            for paragraphs in split_documents(text, separator):
+            if is_jsonl(path):
+                # Each record is a document (or several, should its text hold separators).
+                documents = (paragraphs for body in jsonl_texts(text, cfg.jsonl_text_field, path)
+                             for paragraphs in split_documents(normalize_text(body), separator))
+            else:
+                documents = split_documents(normalize_text(text), separator)
+            for paragraphs in documents:
                 sentences = [
                     piece
                     for paragraph in paragraphs
@@ -412,6 +491,7 @@ def ingest(cfg: IngestConfig, progress: bool = True) -> dict:
                 {
                     "path": str(r.path),
                     "encoding": r.encoding,
+                    **({"compression": compression_of(r.path)} if compression_of(r.path) else {}),
                     "documents": r.documents,
                     **({"skipped": r.skipped} if r.skipped else {}),
                 }

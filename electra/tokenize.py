@@ -125,7 +125,11 @@ def _is_validation(document: list[str], fraction: float, seed: int) -> bool:
 
 
 class _ShardedArrayWriter:
-    """Writes examples into ``.npy`` shards of at most ``shard_examples`` rows."""
+    """Writes examples into ``.npy`` shards of at most ``shard_examples`` rows.
+
+    Each example goes straight into the shard's preallocated arrays (2-3 bytes per
+    position), so memory is one shard's worth whatever the corpus size.
+    """
 
     def __init__(self, folder: Path, max_seq_length: int, pad_id: int, id_dtype: np.dtype, shard_examples: int):
         self.folder = folder
@@ -134,35 +138,52 @@ class _ShardedArrayWriter:
         self.pad_id = pad_id
         self.id_dtype = id_dtype
         self.shard_examples = shard_examples
-        self.buffer: list[PackedExample] = []
+        self._ids: np.ndarray | None = None
+        self._types: np.ndarray | None = None
+        self._lengths: np.ndarray | None = None
+        self._rows = 0
         self.shards = 0
         self.count = 0
         self.tokens = 0
 
+    def _grow(self) -> None:
+        """Room for more rows: doubling from 1024 up to a whole shard (small splits stay small)."""
+        have = 0 if self._ids is None else self._ids.shape[0]
+        rows = min(self.shard_examples, max(1024, 2 * have))
+        ids = np.full((rows, self.max_seq_length), self.pad_id, dtype=self.id_dtype)
+        types = np.zeros((rows, self.max_seq_length), dtype=np.uint8)
+        lengths = np.zeros(rows, dtype=np.int32)
+        if have:
+            ids[:have], types[:have], lengths[:have] = self._ids, self._types, self._lengths
+        self._ids, self._types, self._lengths = ids, types, lengths
+
     def add(self, example: PackedExample) -> None:
-        self.buffer.append(example)
-        if len(self.buffer) >= self.shard_examples:
+        if self._ids is None or self._rows == self._ids.shape[0]:
+            self._grow()
+        row, length = self._rows, len(example.input_ids)
+        self._ids[row, :length] = example.input_ids
+        self._types[row, : len(example.token_type_ids)] = example.token_type_ids
+        self._lengths[row] = length
+        self._rows += 1
+        if self._rows >= self.shard_examples:
             self.flush()
 
     def flush(self) -> None:
-        if not self.buffer:
+        if not self._rows:
             return
-        n = len(self.buffer)
-        ids = np.full((n, self.max_seq_length), self.pad_id, dtype=self.id_dtype)
-        types = np.zeros((n, self.max_seq_length), dtype=np.uint8)
-        lengths = np.zeros(n, dtype=np.int32)
-        for row, ex in enumerate(self.buffer):
-            ids[row, : len(ex.input_ids)] = ex.input_ids
-            types[row, : len(ex.token_type_ids)] = ex.token_type_ids
-            lengths[row] = len(ex.input_ids)
+        n = self._rows
         name = f"{self.shards:05d}"
-        np.save(self.folder / f"input_ids-{name}.npy", ids)
-        np.save(self.folder / f"token_type_ids-{name}.npy", types)
-        np.save(self.folder / f"lengths-{name}.npy", lengths)
+        np.save(self.folder / f"input_ids-{name}.npy", self._ids[:n])
+        np.save(self.folder / f"token_type_ids-{name}.npy", self._types[:n])
+        np.save(self.folder / f"lengths-{name}.npy", self._lengths[:n])
         self.shards += 1
         self.count += n
-        self.tokens += int(lengths.sum())
-        self.buffer = []
+        self.tokens += int(self._lengths[:n].sum())
+        # The next shard reuses the arrays: back to padding.
+        self._ids.fill(self.pad_id)
+        self._types.fill(0)
+        self._lengths.fill(0)
+        self._rows = 0
 
 
 def tokenize(cfg: TokenizeConfig, progress: bool = True) -> dict:
@@ -173,10 +194,12 @@ def tokenize(cfg: TokenizeConfig, progress: bool = True) -> dict:
     from tqdm import tqdm
 
     started = time.time()
-    documents = list(read_shards(cfg.input_dir))
+    # The shards are read as a stream (twice when training the vocab), never held whole:
+    # memory stays flat whatever the corpus size.
     if cfg.train_vocab:
         tokenizer = train_tokenizer(
-            (s for doc in documents for s in doc), vocab_size=cfg.vocab_size, lowercase=cfg.lowercase
+            (s for doc in read_shards(cfg.input_dir) for s in doc), vocab_size=cfg.vocab_size,
+            lowercase=cfg.lowercase,
         )
     else:
         tokenizer = tokenizer_from_vocab(cfg.vocab_file, lowercase=cfg.lowercase)
@@ -192,8 +215,9 @@ def tokenize(cfg: TokenizeConfig, progress: bool = True) -> dict:
             split: _ShardedArrayWriter(tmp / split, cfg.max_seq_length, pad_id, id_dtype, cfg.shard_examples)
             for split in ("train", "validation")
         }
-        produced = 0
-        for document in tqdm(documents, desc="tokenize", unit="doc", disable=not progress):
+        produced = documents = 0
+        for document in tqdm(read_shards(cfg.input_dir), desc="tokenize", unit="doc", disable=not progress):
+            documents += 1
             encodings = backend.encode_batch(document, add_special_tokens=False)
             split = "validation" if _is_validation(document, cfg.validation_fraction, cfg.seed) else "train"
             for example in pack_document(
@@ -212,7 +236,7 @@ def tokenize(cfg: TokenizeConfig, progress: bool = True) -> dict:
         if writers["validation"].count == 0:
             raise ValueError(
                 f"{cfg.input_dir}: no document fell into validation (fraction "
-                f"{cfg.validation_fraction} of {len(documents)} documents); raise tokenize.validation_fraction"
+                f"{cfg.validation_fraction} of {documents} documents); raise tokenize.validation_fraction"
             )
         summary = {
             "stage": "tokenize",
@@ -225,7 +249,7 @@ def tokenize(cfg: TokenizeConfig, progress: bool = True) -> dict:
                 split: {"examples": w.count, "tokens": w.tokens, "shards": w.shards}
                 for split, w in writers.items()
             },
-            "documents": len(documents),
+            "documents": documents,
             "seconds": round(time.time() - started, 3),
         }
         summary["content_hash"] = sha256_tree(tmp)

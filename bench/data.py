@@ -1,0 +1,194 @@
+"""The data stages at scale: tokenize+pack throughput against raw ``tokenizers``, peak memory
+of ingest and tokenize as the corpus grows, and the wall time of a no-op rerun.
+
+Every measured run is its own subprocess, so its peak RSS (``wait4``) is its own. The
+parent prints a table for people and, as its last line, one JSON object.
+
+    python bench/data.py                              # data/pretrain, 1x and 10x, 1 thread
+    python bench/data.py --scale 4 --threads 1 2 8    # any thread counts, for many-core machines
+
+Growth is synthetic, by repetition: ``files`` makes N marked copies of every file (N times
+the files), ``lines`` makes every file N times longer (the same number of files, each N
+times the size). A marker word on every line keeps the copies from being deduplicated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+# One measured step, run in a child: prints {"seconds": ..., **result} as its last line.
+CHILD = r"""
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+step, config = sys.argv[2], json.loads(sys.argv[3])
+started = time.perf_counter()
+if step == "ingest":
+    from electra.config import IngestConfig
+    from electra.ingest import ingest
+    result = ingest(IngestConfig(**config), progress=False)
+elif step == "tokenize":
+    from electra.config import TokenizeConfig
+    from electra.tokenize import tokenize
+    result = tokenize(TokenizeConfig(**config), progress=False)
+elif step == "raw":
+    # The same sentences, encoded by the tokenizers library alone (read first, not timed).
+    from electra.ingest import read_shards
+    from electra.tokenizer import tokenizer_from_vocab
+    backend = tokenizer_from_vocab(config["vocab_file"]).backend_tokenizer
+    sentences = [s for doc in read_shards(config["input_dir"]) for s in doc]
+    started = time.perf_counter()
+    tokens = 0
+    for at in range(0, len(sentences), 1000):
+        tokens += sum(len(e.ids) for e in backend.encode_batch(sentences[at:at + 1000], add_special_tokens=False))
+    result = {"tokens": tokens}
+elif step == "noop":
+    from electra.config import load_params
+    from electra.stages import run_stage
+    params = load_params(config["params"], overrides=config["overrides"])
+    started = time.perf_counter()
+    result = {stage: bool(run_stage(stage, params, progress=False, skip_unchanged=True).get("up_to_date"))
+              for stage in ("ingest", "tokenize")}
+print(json.dumps({"seconds": time.perf_counter() - started, **{k: v for k, v in result.items()
+                                                                  if isinstance(v, (int, float, str, bool))}}))
+"""
+
+
+def run_child(step: str, config: dict, threads: int) -> dict:
+    """Run one step in a fresh process; its result, wall seconds and own peak RSS in MiB."""
+    env = {**os.environ, "RAYON_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads),
+           "TOKENIZERS_PARALLELISM": "true", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen([sys.executable, "-c", CHILD, str(ROOT), step, json.dumps(config)],
+                                stdout=out, stderr=err, text=True, env=env, cwd=ROOT)
+        # wait4, not proc.wait: it also returns the child's own resource usage (peak RSS).
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        if proc.returncode != 0:
+            raise SystemExit(f"{step} failed:\n{err.read()[-3000:]}")
+        result = json.loads(out.read().strip().splitlines()[-1])
+    result["peak_mib"] = round(usage.ru_maxrss / 1024, 1)   # Linux: KiB
+    return result
+
+
+def corpus_files(corpus: Path) -> list[Path]:
+    """The files ingest reads from ``corpus`` with the default excludes."""
+    from electra.config import IngestConfig
+    from electra.ingest import resolve_sources
+
+    return [path for _, path in resolve_sources([str(corpus)], IngestConfig().exclude)]
+
+
+def grow(corpus: Path, out: Path, scale: int, how: str) -> Path:
+    """``corpus`` repeated ``scale`` times, as more files (``files``) or longer ones (``lines``)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for path in corpus_files(corpus):
+        data = path.read_bytes()
+        lines = data.splitlines(keepends=True)
+
+        def marked(k: int) -> bytes:
+            # Blank lines stay blank (they separate paragraphs) and WikiText headings stay
+            # headings (they separate documents); every other line gets the copy's marker.
+            return b"".join(line if not line.strip() or line.lstrip().startswith(b"= ") else b"x%d " % k + line
+                            for line in lines)
+
+        relative = path.relative_to(corpus)
+        if how == "files":
+            for k in range(scale):
+                target = out / f"copy{k}" / relative
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(marked(k) if k else data)
+        else:
+            target = out / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with open(target, "wb") as handle:
+                for k in range(scale):
+                    handle.write(marked(k) if k else data)
+                    handle.write(b"\n\n")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", default=str(ROOT / "data" / "pretrain"))
+    parser.add_argument("--vocab", default=str(ROOT / "data" / "vocab" / "bert-base-uncased-vocab.txt"))
+    parser.add_argument("--scale", type=int, default=10)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1])
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="electra-bench-data-"))
+    rows: list[dict] = []
+    try:
+        corpus = Path(args.corpus)
+        corpus_mb = sum(p.stat().st_size for p in corpus_files(corpus)) / 2**20
+        variants = [("1x", corpus),
+                    (f"{args.scale}x files", grow(corpus, work / "files", args.scale, "files")),
+                    (f"{args.scale}x lines", grow(corpus, work / "lines", args.scale, "lines"))]
+        ingest_cfg = {"exclude": ["README*", "LICENSE*", "*.md"], "shard_size_mb": 64.0}
+        for name, source in variants:
+            out = work / f"ingest-{name.replace(' ', '-')}"
+            result = run_child("ingest", {**ingest_cfg, "sources": [str(source)], "output_dir": str(out)}, 1)
+            rows.append({"step": "ingest", "corpus": name, "threads": 1, "seconds": round(result["seconds"], 2),
+                         "peak_mib": result["peak_mib"], "documents": result["documents"]})
+        for threads in args.threads:
+            for name, _ in variants:
+                shards = work / f"ingest-{name.replace(' ', '-')}"
+                text_mb = sum(p.stat().st_size for p in shards.glob("shard-*.txt")) / 2**20
+                tok = {"input_dir": str(shards), "output_dir": str(work / f"tok-{threads}-{name.replace(' ', '-')}"),
+                       "vocab_file": args.vocab, "shard_examples": 100_000}
+                ours = run_child("tokenize", tok, threads)
+                tokens = ours["train_tokens"]
+                row = {"step": "tokenize+pack", "corpus": name, "threads": threads,
+                       "seconds": round(ours["seconds"], 2), "peak_mib": ours["peak_mib"],
+                       "mb_per_s": round(text_mb / ours["seconds"], 2)}
+                if name == "1x":
+                    raw = run_child("raw", tok, threads)
+                    row["tokens_per_s"] = round(raw["tokens"] / ours["seconds"])
+                    row["raw_tokens_per_s"] = round(raw["tokens"] / raw["seconds"])
+                    row["vs_raw"] = round(raw["seconds"] / ours["seconds"], 3)
+                    row["packed_tokens"] = tokens
+                rows.append(row)
+        # A rerun with nothing changed, through the stages' skip records (what `electra run`,
+        # the flow and `dvc repro`'s fingerprints do), after one full run.
+        overrides = [f"ingest.sources=[{corpus}]", f"ingest.output_dir={work}/noop-ingest",
+                     f"tokenize.input_dir={work}/noop-ingest", f"tokenize.output_dir={work}/noop-tok",
+                     f"tracking.store_path={work}/mlflow.db", f"tracking.artifact_dir={work}/mlartifacts"]
+        noop = {"params": str(ROOT / "params.yaml"), "overrides": overrides}
+        first = run_child("noop", noop, 1)
+        again = run_child("noop", noop, 1)
+        rows.append({"step": "rerun (all up to date)", "corpus": "1x", "threads": 1,
+                     "seconds": round(again["seconds"], 2), "first_run_seconds": round(first["seconds"], 2),
+                     "skipped": again["ingest"] and again["tokenize"]})
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    print(f"corpus {args.corpus}: {corpus_mb:.1f} MB of text files; growth x{args.scale}; {os.cpu_count()} CPUs")
+    keys = ["step", "corpus", "threads", "seconds", "peak_mib", "mb_per_s", "tokens_per_s", "raw_tokens_per_s",
+            "vs_raw", "first_run_seconds", "skipped"]
+    print(" | ".join(keys))
+    for row in rows:
+        print(" | ".join(str(row.get(k, "")) for k in keys))
+    by = {(r["step"], r["corpus"], r["threads"]): r for r in rows}
+    summary = {"corpus_mb": round(corpus_mb, 2), "scale": args.scale, "rows": rows}
+    for step in ("ingest", "tokenize+pack"):
+        base = by.get((step, "1x", 1))
+        for how in ("files", "lines"):
+            grown = by.get((step, f"{args.scale}x {how}", 1))
+            if base and grown:
+                summary[f"{step}_peak_ratio_{how}"] = round(grown["peak_mib"] / base["peak_mib"], 2)
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""Every source kind through the one ``ingest.sources`` param: compressed files and JSON Lines
+give the shards the same text gives as plain files, and broken ones are named."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import json
+import lzma
+import shutil
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from electra.config import IngestConfig
+from electra.ingest import IngestError, ingest
+from tests.conftest import DATA
+
+# Three real speeches: small, one document each, no WikiText headings.
+SPEECHES = sorted((DATA / "pretrain" / "inaugural").glob("*.txt"))[:3]
+COMPRESS = {".gz": gzip.compress, ".bz2": bz2.compress, ".xz": lzma.compress,
+            ".zst": lambda data: zstandard.ZstdCompressor(level=3).compress(data)}
+
+
+def _ingest(tmp_path: Path, source: Path, name: str, **extra) -> dict:
+    cfg = IngestConfig(sources=[str(source)], output_dir=str(tmp_path / f"out-{name}"), **extra)
+    result = ingest(cfg, progress=False)
+    result["manifest"] = json.loads((Path(cfg.output_dir) / "manifest.json").read_text())
+    return result
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory) -> tuple[Path, dict]:
+    tmp = tmp_path_factory.mktemp("plain")
+    folder = tmp / "corpus"
+    folder.mkdir()
+    for path in SPEECHES:
+        shutil.copy(path, folder / path.name)
+    return tmp, _ingest(tmp, folder, "plain")
+
+
+@pytest.mark.parametrize("suffix", sorted(COMPRESS))
+def test_compressed_files_give_the_same_shards_as_plain_ones(plain, tmp_path, suffix):
+    _, expected = plain
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    for path in SPEECHES:
+        (folder / (path.name + suffix)).write_bytes(COMPRESS[suffix](path.read_bytes()))
+    result = _ingest(tmp_path, folder, suffix)
+    assert result["content_hash"] == expected["content_hash"]
+    assert result["documents"] == expected["documents"] == len(SPEECHES)
+    codec = {".gz": "gzip", ".bz2": "bzip2", ".xz": "xz", ".zst": "zstandard"}[suffix]
+    assert {f["compression"] for f in result["manifest"]["files"]} == {codec}
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz", ".zst"])
+def test_json_lines_records_are_documents(plain, tmp_path, suffix):
+    """One record per speech (its text in a nested field) gives the plain files' shards."""
+    _, expected = plain
+    lines = [json.dumps({"id": path.stem, "meta": {"body": path.read_text(encoding="utf-8")}})
+             for path in SPEECHES]
+    data = ("\n".join(lines) + "\n").encode("utf-8")
+    path = tmp_path / f"speeches.jsonl{suffix}"
+    path.write_bytes(COMPRESS[suffix](data) if suffix else data)
+    result = _ingest(tmp_path, path, "jsonl", jsonl_text_field="meta.body")
+    assert result["content_hash"] == expected["content_hash"]
+    assert result["documents"] == len(SPEECHES) and result["files_kept"] == 1
+
+
+def test_a_corrupt_compressed_file_is_skipped_with_the_reason(plain, tmp_path):
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    shutil.copy(SPEECHES[0], folder / SPEECHES[0].name)
+    good = gzip.compress(SPEECHES[1].read_bytes())
+    (folder / "truncated.txt.gz").write_bytes(good[: len(good) // 2])
+    (folder / "not-really.txt.xz").write_bytes(b"plain text pretending to be xz")
+    manifest = _ingest(tmp_path, folder, "corrupt")["manifest"]
+    reasons = {Path(s["path"]).name: s["reason"] for s in manifest["skipped"]}
+    assert reasons["truncated.txt.gz"].startswith("unreadable: corrupt gzip data")
+    assert reasons["not-really.txt.xz"].startswith("unreadable: corrupt xz data")
+    assert manifest["files_found"] == manifest["files_kept"] + manifest["files_skipped"] == 3
+
+
+@pytest.mark.parametrize("line, reason", [
+    ('{"text": "fine"}\n{"text": "broken', "speeches.jsonl:2: not a JSON record"),
+    ('{"text": "fine"}\n\n{"body": "elsewhere"}', "speeches.jsonl:3: the record has no field 'text'"),
+    ('{"text": 42}', "speeches.jsonl:1: field 'text' is int, not text"),
+])
+def test_a_bad_json_lines_record_names_the_file_and_line(tmp_path, line, reason):
+    path = tmp_path / "speeches.jsonl"
+    path.write_text(line, encoding="utf-8")
+    with pytest.raises(IngestError, match=reason.replace(".", r"\.")):
+        _ingest(tmp_path, path, "bad")
