@@ -9,6 +9,11 @@ Sources are plain-text files and JSON Lines files (``.jsonl``/``.ndjson``: one d
 per record, its text in ``ingest.jsonl_text_field``), either of them compressed with
 gzip, bzip2, xz or zstandard (by suffix: ``.gz``, ``.bz2``, ``.xz``, ``.zst``).
 
+Files are streamed, never read whole: a first pass over each file finds whether it is
+usable, its encoding and how its paragraphs are cut, and a second writes its documents,
+a MiB block of lines at a time. Memory holds one block and one document, whatever the
+corpus size, and a file that turns out corrupt is skipped before any of it is written.
+
 Every file found is either kept (its encoding detected per file, or per line when
 a file mixes encodings) or recorded as skipped with a reason: unreadable (vanished,
 no permission), empty, binary (NUL bytes), a symlink leading outside its corpus
@@ -24,9 +29,10 @@ import hashlib
 import re
 import time
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from electra.config import IngestConfig
 from electra.files import atomic_dir, sha256_file, write_json
@@ -44,6 +50,10 @@ _ABBREVIATIONS = {
 # opening quote/bracket or an upper-case letter or digit.
 _SENTENCE_END = re.compile(r"[.!?]+[\"'\)\]\u201d\u2019]*\s+(?=[\"'\(\[\u201c\u2018]?[A-Z0-9])")
 _SPACES = re.compile(r"[ \t\u00a0\u2000-\u200b\u3000]+")
+# The same normalisation, faster on long text: every space character becomes " ", then
+# runs of " " one (a regex replacing every single space is slow on megabytes).
+_SPACE_TABLE = {ord(c): " " for c in "\t\u00a0\u3000" + "".join(chr(c) for c in range(0x2000, 0x200C))}
+_SPACE_RUNS = re.compile(r" {2,}")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
@@ -114,43 +124,151 @@ def is_jsonl(path: Path) -> bool:
     return name.endswith(JSONL_SUFFIXES)
 
 
-def read_source(path: Path) -> bytes:
-    """A source file's bytes, decompressed by its suffix. Corrupt or truncated compressed
-    data raises ``OSError`` (recorded as an unreadable file), whatever the codec."""
+def open_source(path: Path) -> BinaryIO:
+    """A binary stream of a source file's bytes, decompressed by its suffix."""
     compression = compression_of(path)
     if compression is None:
-        return path.read_bytes()
-    import bz2
-    import gzip
+        return open(path, "rb")
+    if compression == "gzip":
+        import gzip
+
+        return gzip.open(path, "rb")
+    if compression == "bzip2":
+        import bz2
+
+        return bz2.open(path, "rb")
+    if compression == "xz":
+        import lzma
+
+        return lzma.open(path, "rb")
+    import io
+
+    import zstandard
+
+    return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True))
+
+
+def _corrupt(exc: Exception, path: Path) -> bool:
+    """Whether ``exc`` is a codec's complaint about corrupt or truncated data."""
     import lzma
 
-    try:
-        if compression == "gzip":
-            return gzip.decompress(path.read_bytes())
-        if compression == "bzip2":
-            return bz2.decompress(path.read_bytes())
-        if compression == "xz":
-            return lzma.decompress(path.read_bytes())
-        import zstandard
+    return compression_of(path) is not None and (
+        isinstance(exc, (OSError, EOFError, ValueError, lzma.LZMAError)) or type(exc).__name__ == "ZstdError")
 
-        with open(path, "rb") as handle, zstandard.ZstdDecompressor().stream_reader(handle) as reader:
-            return reader.read()
+
+READ_BLOCK_BYTES = 1 << 20   # a file is read, decoded and normalised a MiB of whole lines at a time
+BOM = b"\xef\xbb\xbf"
+
+
+def raw_blocks(path: Path) -> Iterator[bytes]:
+    """The file's (decompressed) bytes in blocks of whole lines, about ``READ_BLOCK_BYTES``
+    each (a longer line is a block of its own). Streams: one block in memory. Corrupt
+    compressed data raises ``OSError`` whatever the codec."""
+    try:
+        with open_source(path) as handle:
+            while lines := handle.readlines(READ_BLOCK_BYTES):
+                yield b"".join(lines)
     except (FileNotFoundError, PermissionError):
         raise
     except Exception as exc:
-        # Each codec has its own error for corrupt or truncated data.
-        if isinstance(exc, (OSError, EOFError, ValueError, lzma.LZMAError)) or type(exc).__name__ == "ZstdError":
-            raise OSError(f"corrupt {compression} data ({exc or type(exc).__name__})") from exc
+        if _corrupt(exc, path):
+            raise OSError(f"corrupt {compression_of(path)} data ({exc or type(exc).__name__})") from exc
         raise
 
 
-def jsonl_texts(text: str, field: str, path: Path) -> Iterator[str]:
+def decoded_blocks(path: Path) -> Iterator[tuple[bytes, str, list[str]]]:
+    """``(raw block, text, encodings)`` for each block of a file, as :func:`decode` would
+    decode the whole file: UTF-8 where the block is valid UTF-8 (a newline byte never
+    falls inside a UTF-8 sequence, so a file valid as a whole is valid block by block),
+    otherwise line by line with the first of ``ENCODINGS`` that accepts each line.
+    ``encodings`` are those of the block's non-ASCII lines, in order; the first block's
+    text has no byte-order mark."""
+    first = True
+    for raw in raw_blocks(path):
+        data = raw
+        if first:
+            first = False
+            if data.startswith(BOM):
+                data = data[3:]
+        try:
+            yield raw, data.decode("utf-8"), ([] if data.isascii() else ["utf-8"])
+        except UnicodeDecodeError:
+            yield raw, *_decode_by_line(data)
+
+
+def split_lines(texts: Iterable[str], normalize: bool = False) -> Iterator[str]:
+    """``"".join(texts).split("\\n")`` (normalised first when ``normalize``), streamed.
+
+    Each text ends with a line break (but the last), and nothing in normalisation reaches
+    across one, so normalising text by text gives the same lines as the whole text."""
+    pending = ""
+    for text in texts:
+        pending += normalize_text(text) if normalize else text
+        *complete, pending = pending.split("\n")
+        yield from complete
+    yield pending
+
+
+@dataclass
+class FileScan:
+    """What a first pass over a file finds, before anything of it is written."""
+
+    skipped: str | None = None
+    encoding: str | None = None
+    one_per_line: bool = False   # no blank line: one paragraph per line (WikiText, dumps)
+
+
+def scan_source(path: Path) -> FileScan:
+    """Read a file once, as a stream, without keeping it: whether it is unreadable, empty or
+    binary, its encoding, and whether it has blank lines (how paragraphs are cut). Reading
+    it all first means a corrupt or vanishing file is skipped before any of it is written."""
+    seen = 0
+    nonspace = nul = has_bom = False
+    utf8_only = True
+    used: dict[str, None] = {}
+    blank_before_last = False
+    previous: str | None = None
+
+    def texts() -> Iterator[str]:
+        nonlocal seen, nonspace, nul, has_bom, utf8_only
+        for raw, text, encodings in decoded_blocks(path):
+            if seen == 0 and raw.startswith(BOM):
+                has_bom = True
+            if seen < 65536 and b"\x00" in raw[: 65536 - seen]:   # binary: a NUL in the first 64 KiB
+                nul = True
+            seen += len(raw)
+            nonspace = nonspace or bool(raw.strip())
+            for encoding in encodings:
+                utf8_only = utf8_only and encoding == "utf-8"
+                used[encoding] = None
+            yield text
+
+    try:
+        for line in split_lines(texts(), normalize=True):
+            if previous == "":
+                blank_before_last = True   # a blank line that is not the text after the last break
+            previous = line
+    except OSError as exc:   # vanished since it was listed, not readable, corrupt
+        return FileScan(skipped=f"unreadable: {exc.strerror or exc}")
+    if not nonspace:
+        return FileScan(skipped="empty file")
+    if nul:
+        return FileScan(skipped="binary file (NUL bytes)")
+    names = list(used) or ["utf-8"]
+    if has_bom and utf8_only:
+        encoding = "utf-8-sig"
+    else:
+        encoding = names[0] if len(names) == 1 else "mixed:" + "+".join(names)
+    return FileScan(encoding=encoding, one_per_line=not blank_before_last)
+
+
+def jsonl_texts(lines: Iterable[str], field: str, path: Path) -> Iterator[str]:
     """The text of each record of a JSON Lines file; a bad record is an error naming the
     file and line (a corpus with a broken export should not train on half of it)."""
     import json
 
     keys = field.split(".")
-    for line_no, line in enumerate(text.split("\n"), start=1):
+    for line_no, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
@@ -176,6 +294,19 @@ def _decode_line(line: bytes) -> tuple[str, str]:
     raise AssertionError("latin-1 decodes every byte string")  # pragma: no cover
 
 
+def _decode_by_line(data: bytes) -> tuple[str, list[str]]:
+    """Decode each line with the first of ``ENCODINGS`` that accepts it; the text and the
+    encodings of the non-ASCII lines, in order of first use."""
+    parts: list[str] = []
+    used: dict[str, None] = {}
+    for line in data.splitlines(keepends=True):
+        text, encoding = _decode_line(line)
+        parts.append(text)
+        if not line.isascii():
+            used[encoding] = None
+    return "".join(parts), list(used)
+
+
 def decode(data: bytes) -> tuple[str, str]:
     """Decode bytes; return ``(text, encoding)``.
 
@@ -195,15 +326,9 @@ def decode(data: bytes) -> tuple[str, str]:
             return data.decode("utf-8"), "utf-8"
         except UnicodeDecodeError:
             pass
-    parts: list[str] = []
-    used: dict[str, None] = {}
-    for line in data.splitlines(keepends=True):
-        text, encoding = _decode_line(line)
-        parts.append(text)
-        if not line.isascii():
-            used[encoding] = None
-    names = list(used) or ["utf-8"]
-    return "".join(parts), names[0] if len(names) == 1 else "mixed:" + "+".join(names)
+    text, used = _decode_by_line(data)
+    names = used or ["utf-8"]
+    return text, names[0] if len(names) == 1 else "mixed:" + "+".join(names)
 
 
 def split_long(sentence: str, max_chars: int) -> list[str]:
@@ -260,9 +385,9 @@ def normalize_text(text: str) -> str:
     """NFC-normalise, unify line endings, drop control characters, collapse spaces per line."""
     text = unicodedata.normalize("NFC", text)
     text = text.replace("\r\n", "\n").replace("\r", "\n")
-    text = _CONTROL.sub("", text)
-    lines = [_SPACES.sub(" ", line).strip() for line in text.split("\n")]
-    return "\n".join(lines)
+    # Neither the control nor the space characters hold "\\n": the whole text at once is per line.
+    text = _SPACE_RUNS.sub(" ", _CONTROL.sub("", text).translate(_SPACE_TABLE))
+    return "\n".join(line.strip() for line in text.split("\n"))
 
 
 def split_sentences(paragraph: str) -> list[str]:
@@ -289,16 +414,23 @@ def split_sentences(paragraph: str) -> list[str]:
 
 
 def split_documents(text: str, separator: re.Pattern[str] | None) -> Iterator[list[str]]:
-    """Yield documents as lists of paragraphs from normalised text (lines already stripped).
+    """Yield documents as lists of paragraphs from normalised text (lines already stripped)."""
+    lines = text.split("\n")
+    return split_document_lines(lines, separator, one_per_line="" not in lines[:-1])
+
+
+def split_document_lines(lines: Iterable[str], separator: re.Pattern[str] | None,
+                         one_per_line: bool) -> Iterator[list[str]]:
+    """Yield documents as lists of paragraphs from a stream of normalised lines.
 
     A file is one document unless a line matches ``separator``, which then starts a
-    new one (the line itself is a title and is dropped)."""
+    new one (the line itself is a title and is dropped). Hard-wrapped prose separates
+    paragraphs with blank lines; a file with no blank line at all (``one_per_line``:
+    WikiText, one-paragraph-per-line dumps) has one paragraph per line. Only the
+    current document is held in memory.
+    """
     paragraphs: list[str] = []
     current: list[str] = []
-    lines = text.split("\n")
-    # Hard-wrapped prose separates paragraphs with blank lines; a file with no blank
-    # line at all (WikiText, one-paragraph-per-line dumps) has one paragraph per line.
-    one_per_line = "" not in lines[:-1]
 
     def flush_paragraph() -> None:
         if current:
@@ -400,32 +532,24 @@ def ingest(cfg: IngestConfig, progress: bool = True) -> dict:
                 source, {"files": 0, "kept": 0, "skipped": 0, "documents": 0, "sentences": 0, "characters": 0}
             )
             per_source["files"] += 1
-            data = b""
             if _outside_corpus(path, roots.setdefault(source, _source_root(source))):
                 record.skipped = f"symlink to {path.resolve()}, outside the corpus folder {source}"
             else:
-                try:
-                    data = read_source(path)
-                except OSError as exc:  # vanished since it was listed, not readable, corrupt
-                    record.skipped = f"unreadable: {exc.strerror or exc}"
-                else:
-                    if not data.strip():
-                        record.skipped = "empty file"
-                    elif b"\x00" in data[:65536]:
-                        record.skipped = "binary file (NUL bytes)"
+                # Pass 1 reads the file as a stream and keeps nothing; pass 2 writes it.
+                scan = scan_source(path)
+                record.skipped, record.encoding = scan.skipped, scan.encoding
             if record.skipped:
                 stats.files_skipped += 1
                 per_source["skipped"] += 1
                 continue
-            text, record.encoding = decode(data)
-            del data
             stats.files_read += 1
+            texts = (text for _, text, _ in decoded_blocks(path))
             if is_jsonl(path):
                 # Each record is a document (or several, should its text hold separators).
-                documents = (paragraphs for body in jsonl_texts(text, cfg.jsonl_text_field, path)
+                documents = (paragraphs for body in jsonl_texts(split_lines(texts), cfg.jsonl_text_field, path)
                              for paragraphs in split_documents(normalize_text(body), separator))
             else:
-                documents = split_documents(normalize_text(text), separator)
+                documents = split_document_lines(split_lines(texts, normalize=True), separator, scan.one_per_line)
             for paragraphs in documents:
                 sentences = [
                     piece

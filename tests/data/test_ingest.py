@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import unicodedata
-from pathlib import Path
 
 import pytest
 
@@ -162,15 +161,15 @@ def test_files_that_vanish_or_cannot_be_read_during_ingestion_are_recorded(tmp_p
         (corpus / "gone.txt").unlink()   # removed after the listing, before it is read
         return files
 
-    real_read = Path.read_bytes
+    real_open = ingest_module.open_source
 
-    def read_bytes(self):
-        if self.name == "locked.txt":   # as a file with no read permission (root ignores chmod)
-            raise PermissionError(13, "Permission denied", str(self))
-        return real_read(self)
+    def open_source(path):
+        if path.name == "locked.txt":   # as a file with no read permission (root ignores chmod)
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path)
 
     monkeypatch.setattr(ingest_module, "resolve_sources", list_then_delete)
-    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    monkeypatch.setattr(ingest_module, "open_source", open_source)
     ingest(_cfg(tmp_path, [corpus]), progress=False)
     manifest = _manifest(tmp_path)
     reasons = {s["path"].rsplit("/", 1)[-1]: s["reason"] for s in manifest["skipped"]}

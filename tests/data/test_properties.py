@@ -10,7 +10,15 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from electra.ingest import _CONTROL, decode, normalize_text, split_long, split_sentences
+from electra.ingest import (
+    _CONTROL,
+    _SPACES,
+    decode,
+    normalize_text,
+    split_lines,
+    split_long,
+    split_sentences,
+)
 from electra.model import mask_tokens
 from electra.tokenize import pack_document
 
@@ -31,6 +39,19 @@ def test_normalised_text_is_nfc_clean_and_stable(text):
     assert unicodedata.is_normalized("NFC", once)
     assert "\r" not in once and not _CONTROL.search(once)
     assert all(line == line.strip() and "  " not in line for line in once.split("\n"))
+
+
+@FAST
+@given(texts)
+def test_normalising_at_once_line_by_line_or_block_by_block_is_the_same(text):
+    """Ingestion normalises a block of lines at a time with one substitution for the whole
+    block: the same text as the definition, collapsing spaces line by line."""
+    unified = _CONTROL.sub("", unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n"))
+    reference = "\n".join(_SPACES.sub(" ", line).strip() for line in unified.split("\n"))
+    assert normalize_text(text) == reference
+    pieces = text.encode("utf-8", "surrogatepass").splitlines(keepends=True)
+    blocks = [p.decode("utf-8", "surrogatepass") for p in pieces]
+    assert list(split_lines(blocks, normalize=True)) == reference.split("\n")
 
 
 @FAST

@@ -92,3 +92,50 @@ def test_a_bad_json_lines_record_names_the_file_and_line(tmp_path, line, reason)
     path.write_text(line, encoding="utf-8")
     with pytest.raises(IngestError, match=reason.replace(".", r"\.")):
         _ingest(tmp_path, path, "bad")
+
+
+INGEST_CHILD = r"""
+import sys
+sys.path.insert(0, sys.argv[1])
+from electra.config import IngestConfig
+from electra.ingest import ingest
+ingest(IngestConfig(sources=[sys.argv[2]], output_dir=sys.argv[3], exclude=[]), progress=False)
+"""
+
+
+def _peak_rss_mib(source: Path, out: Path) -> float:
+    """Peak RSS of a fresh process ingesting ``source`` (wait4 reports the child's own)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    proc = subprocess.Popen([sys.executable, "-c", INGEST_CHILD, str(ROOT), str(source), str(out)])
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    assert proc.returncode == 0
+    return usage.ru_maxrss / 1024
+
+
+def test_a_large_file_is_read_as_a_stream_not_whole(tmp_path):
+    """A 24 MB file of many documents costs about what a small file costs: only one block
+    and one document are in memory, not the file (reading it whole costs several times its
+    size: bytes, text, normalised text)."""
+    body = (SPEECHES[0].read_text(encoding="utf-8").strip() + "\n\n")
+    small, large = tmp_path / "small.txt", tmp_path / "large.txt"
+    small.write_text(f"= Speech 0 =\n{body}", encoding="utf-8")
+    with open(large, "w", encoding="utf-8") as handle:
+        written = k = 0
+        while written < 24 * 2**20:
+            # Distinct documents (a number in every line), WikiText-style headings between them.
+            chunk = f"= Speech {k} =\n" + "\n".join(f"{line} {k}" if line else "" for line in body.split("\n"))
+            handle.write(chunk)
+            written += len(chunk)
+            k += 1
+    baseline = _peak_rss_mib(small, tmp_path / "out-small")
+    peak = _peak_rss_mib(large, tmp_path / "out-large")
+    manifest = json.loads((tmp_path / "out-large" / "manifest.json").read_text())
+    assert manifest["documents"] == k
+    print(f"peak RSS: small file {baseline:.1f} MiB, 24 MB file {peak:.1f} MiB")
+    assert peak - baseline < 12, (baseline, peak)   # MiB: well under the file's 24
