@@ -31,14 +31,14 @@ CHILD = r"""
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
 step, config = sys.argv[2], json.loads(sys.argv[3])
+# Imports are not the stage's work: every timer starts after them.
+from electra.config import IngestConfig, TokenizeConfig
+from electra.ingest import ingest
+from electra.tokenize import tokenize
 started = time.perf_counter()
 if step == "ingest":
-    from electra.config import IngestConfig
-    from electra.ingest import ingest
     result = ingest(IngestConfig(**config), progress=False)
 elif step == "tokenize":
-    from electra.config import TokenizeConfig
-    from electra.tokenize import tokenize
     result = tokenize(TokenizeConfig(**config), progress=False)
 elif step == "raw":
     # The same sentences, encoded by the tokenizers library alone (read first, not timed).

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -186,6 +186,41 @@ class _ShardedArrayWriter:
         self._rows = 0
 
 
+ENCODE_BATCH_SENTENCES = 4096
+
+
+def encoded_documents(documents: Iterable[list[str]], backend,
+                      batch: int = ENCODE_BATCH_SENTENCES) -> Iterator[tuple[list[str], list[list[int]]]]:
+    """Each document with its sentences' token ids, in order.
+
+    Sentences go to ``encode_batch`` ``batch`` at a time across documents (or slices of
+    one long document), so the tokenizer's threads have work enough, and only the ids
+    are kept (an ``Encoding`` also holds tokens, offsets and masks). Ids do not depend on
+    how sentences are batched, so the output is the same as one call per document.
+    """
+    group: list[list[str]] = []
+    size = 0
+
+    def encode_group() -> Iterator[tuple[list[str], list[list[int]]]]:
+        sentences = [sentence for document in group for sentence in document]
+        ids: list[list[int]] = []
+        for at in range(0, len(sentences), batch):
+            ids.extend(e.ids for e in backend.encode_batch(sentences[at:at + batch], add_special_tokens=False))
+        at = 0
+        for document in group:
+            yield document, ids[at:at + len(document)]
+            at += len(document)
+
+    for document in documents:
+        group.append(document)
+        size += len(document)
+        if size >= batch:
+            yield from encode_group()
+            group, size = [], 0
+    if group:
+        yield from encode_group()
+
+
 def tokenize(cfg: TokenizeConfig, progress: bool = True) -> dict:
     """Tokenise the ingested corpus and pack it into fixed-length pretraining examples.
 
@@ -216,12 +251,12 @@ def tokenize(cfg: TokenizeConfig, progress: bool = True) -> dict:
             for split in ("train", "validation")
         }
         produced = documents = 0
-        for document in tqdm(read_shards(cfg.input_dir), desc="tokenize", unit="doc", disable=not progress):
+        stream = encoded_documents(read_shards(cfg.input_dir), backend)
+        for document, sentence_ids in tqdm(stream, desc="tokenize", unit="doc", disable=not progress):
             documents += 1
-            encodings = backend.encode_batch(document, add_special_tokens=False)
             split = "validation" if _is_validation(document, cfg.validation_fraction, cfg.seed) else "train"
             for example in pack_document(
-                [e.ids for e in encodings], cfg.max_seq_length, cls_id, sep_id, rng, cfg.short_seq_prob
+                sentence_ids, cfg.max_seq_length, cls_id, sep_id, rng, cfg.short_seq_prob
             ):
                 writers[split].add(example)
                 produced += 1
