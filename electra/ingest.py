@@ -49,9 +49,8 @@ _ABBREVIATIONS = {
 # A sentence ends at . ! or ? (plus closing quotes/brackets) followed by space and an
 # opening quote/bracket or an upper-case letter or digit.
 _SENTENCE_END = re.compile(r"[.!?]+[\"'\)\]\u201d\u2019]*\s+(?=[\"'\(\[\u201c\u2018]?[A-Z0-9])")
-_SPACES = re.compile(r"[ \t\u00a0\u2000-\u200b\u3000]+")
-# The same normalisation, faster on long text: every space character becomes " ", then
-# runs of " " one (a regex replacing every single space is slow on megabytes).
+# Runs of these space characters become one " ": each becomes " ", then runs of " " one
+# (a regex replacing every single space is slow on megabytes).
 _SPACE_TABLE = {ord(c): " " for c in "\t\u00a0\u3000" + "".join(chr(c) for c in range(0x2000, 0x200C))}
 _SPACE_RUNS = re.compile(r" {2,}")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -190,10 +189,7 @@ def decoded_blocks(path: Path) -> Iterator[tuple[bytes, str, list[str]]]:
             first = False
             if data.startswith(BOM):
                 data = data[3:]
-        try:
-            yield raw, data.decode("utf-8"), ([] if data.isascii() else ["utf-8"])
-        except UnicodeDecodeError:
-            yield raw, *_decode_by_line(data)
+        yield raw, *_decode_block(data)
 
 
 def split_lines(texts: Iterable[str], normalize: bool = False) -> Iterator[str]:
@@ -224,13 +220,12 @@ def scan_source(path: Path) -> FileScan:
     it all first means a corrupt or vanishing file is skipped before any of it is written."""
     seen = 0
     nonspace = nul = has_bom = False
-    utf8_only = True
     used: dict[str, None] = {}
     blank_before_last = False
     previous: str | None = None
 
     def texts() -> Iterator[str]:
-        nonlocal seen, nonspace, nul, has_bom, utf8_only
+        nonlocal seen, nonspace, nul, has_bom
         for raw, text, encodings in decoded_blocks(path):
             if seen == 0 and raw.startswith(BOM):
                 has_bom = True
@@ -238,9 +233,7 @@ def scan_source(path: Path) -> FileScan:
                 nul = True
             seen += len(raw)
             nonspace = nonspace or bool(raw.strip())
-            for encoding in encodings:
-                utf8_only = utf8_only and encoding == "utf-8"
-                used[encoding] = None
+            used.update(dict.fromkeys(encodings))
             yield text
 
     try:
@@ -254,12 +247,7 @@ def scan_source(path: Path) -> FileScan:
         return FileScan(skipped="empty file")
     if nul:
         return FileScan(skipped="binary file (NUL bytes)")
-    names = list(used) or ["utf-8"]
-    if has_bom and utf8_only:
-        encoding = "utf-8-sig"
-    else:
-        encoding = names[0] if len(names) == 1 else "mixed:" + "+".join(names)
-    return FileScan(encoding=encoding, one_per_line=not blank_before_last)
+    return FileScan(encoding=_encoding_label(list(used), has_bom), one_per_line=not blank_before_last)
 
 
 def jsonl_texts(lines: Iterable[str], field: str, path: Path) -> Iterator[str]:
@@ -307,6 +295,23 @@ def _decode_by_line(data: bytes) -> tuple[str, list[str]]:
     return "".join(parts), list(used)
 
 
+def _decode_block(data: bytes) -> tuple[str, list[str]]:
+    """UTF-8 when ``data`` is valid UTF-8, else line by line; the text and the encodings of
+    its non-ASCII lines, in order of first use."""
+    try:
+        return data.decode("utf-8"), ([] if data.isascii() else ["utf-8"])
+    except UnicodeDecodeError:
+        return _decode_by_line(data)
+
+
+def _encoding_label(encodings: list[str], bom: bool) -> str:
+    """A file's encoding from those of its non-ASCII lines: ``utf-8`` (``utf-8-sig`` with a
+    byte-order mark), the one codec every line used, or ``mixed:<enc>+<enc>``."""
+    if all(encoding == "utf-8" for encoding in encodings):
+        return "utf-8-sig" if bom else "utf-8"
+    return encodings[0] if len(encodings) == 1 else "mixed:" + "+".join(encodings)
+
+
 def decode(data: bytes) -> tuple[str, str]:
     """Decode bytes; return ``(text, encoding)``.
 
@@ -315,20 +320,9 @@ def decode(data: bytes) -> tuple[str, str]:
     pasted together from UTF-8 and Windows-1252 parts keeps both readable. The encoding
     is then the one every line used, or ``mixed:<enc>+<enc>``.
     """
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-        try:
-            return data.decode("utf-8"), "utf-8-sig"
-        except UnicodeDecodeError:
-            pass
-    else:
-        try:
-            return data.decode("utf-8"), "utf-8"
-        except UnicodeDecodeError:
-            pass
-    text, used = _decode_by_line(data)
-    names = used or ["utf-8"]
-    return text, names[0] if len(names) == 1 else "mixed:" + "+".join(names)
+    bom = data.startswith(BOM)
+    text, encodings = _decode_block(data[3:] if bom else data)
+    return text, _encoding_label(encodings, bom)
 
 
 def split_long(sentence: str, max_chars: int) -> list[str]:

@@ -628,22 +628,6 @@ def register(params: Params, progress: bool = True) -> dict:
     }
 
 
-def _set_version_tags(client, name: str, version: str, tags: dict[str, Any]) -> None:
-    """Write a version's tags (hundreds: one per headline metric). The registry API sets one
-    tag per request, so against a tracking server they go out eight at a time; a local
-    sqlite store takes them one by one (it has one writer anyway)."""
-    items = [(key, str(value)[:5000]) for key, value in tags.items()]
-    if not mlflow.get_tracking_uri().startswith(("http://", "https://")):
-        for key, value in items:
-            client.set_model_version_tag(name, version, key, value)
-        return
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=8, thread_name_prefix="version-tags") as pool:
-        # list() re-raises the first failure.
-        list(pool.map(lambda item: client.set_model_version_tag(name, version, *item), items))
-
-
 def _tag_and_describe(client, name: str, version: str, scope: dict, evidence: Evidence, params: Params,
                       cache: dict, workdir: Path, lineage: dict, flat_metrics: dict, datasets: list[dict],
                       out_dir: Path, run_id: str) -> dict[str, Any]:
@@ -654,7 +638,8 @@ def _tag_and_describe(client, name: str, version: str, scope: dict, evidence: Ev
                    if k.startswith(prefix) or any(k.startswith(b) for b in scope["bias"])}
     tags = {**lineage, **_gate_tags(gate), "gate.evidence_run_id": run_id,
             **{f"metric.{k}": v for k, v in own_metrics.items()}}
-    _set_version_tags(client, name, version, tags)
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, str(value)[:5000])
     card = _write_card(name, version, scope, evidence.metrics, gate, lineage, params, datasets, out_dir)
     client.set_model_version_tag(name, version, "model_card", f"runs:/{run_id}/model_cards/{name}/MODEL_CARD.md")
     headline = f"Gate: {gate['outcome']}" + (f" (compared with version {gate['compared_to']})"
