@@ -73,6 +73,9 @@ class TokenizeConfig(_Frozen):
     shard_examples: int = Field(default=100_000, ge=1)
     max_examples: int | None = Field(default=None, ge=1)
     seed: int = 1234
+    # Processes tokenising input shards in parallel; null: all cores. The output is the
+    # same for any number (each shard is a unit with its own seeded stream, merged in order).
+    workers: int | None = Field(default=None, ge=1)
 
 
 class ModelConfig(_Frozen):

@@ -480,6 +480,21 @@ class _ShardWriter:
             self._handle = None
 
 
+def shard_documents(path: str | Path) -> Iterator[list[str]]:
+    """The documents (lists of sentences) of one shard: a blank line ends a document."""
+    document: list[str] = []
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            line = line.rstrip("\n")
+            if line:
+                document.append(line)
+            elif document:
+                yield document
+                document = []
+    if document:
+        yield document
+
+
 def read_shards(folder: str | Path) -> Iterator[list[str]]:
     """Yield the documents (lists of sentences) stored in an ingest output folder."""
     root = Path(folder)
@@ -487,17 +502,7 @@ def read_shards(folder: str | Path) -> Iterator[list[str]]:
     if not manifest.exists():
         raise FileNotFoundError(f"{manifest}: not found; run `electra ingest` first")
     for shard in sorted(root.glob("shard-*.txt")):
-        document: list[str] = []
-        with open(shard, encoding="utf-8") as handle:
-            for line in handle:
-                line = line.rstrip("\n")
-                if line:
-                    document.append(line)
-                elif document:
-                    yield document
-                    document = []
-        if document:
-            yield document
+        yield from shard_documents(shard)
 
 
 def ingest(cfg: IngestConfig, progress: bool = True) -> dict:

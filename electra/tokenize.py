@@ -2,32 +2,43 @@
 
 Output layout (``tokenize.output_dir``)::
 
-    tokenizer/                       the WordPiece tokenizer (AutoTokenizer loads it)
-    train/input_ids-00000.npy ...    (N, max_seq_length) token ids, right-padded with [PAD]
-    train/token_type_ids-00000.npy   (N, max_seq_length) segment ids (0 for A, 1 for B)
-    train/lengths-00000.npy          (N,) real lengths
-    validation/...                   the same for the held-out documents
-    summary.json                     counts, shapes, dtypes, hashes
+    tokenizer/                            the WordPiece tokenizer (AutoTokenizer loads it)
+    train/index.json                      the split's shards in order: name, rows, input shard
+    train/input_ids-UUUUU-PPP.npy ...     (N, max_seq_length) token ids, right-padded with [PAD]
+    train/token_type_ids-UUUUU-PPP.npy    (N, max_seq_length) segment ids (0 for A, 1 for B)
+    train/lengths-UUUUU-PPP.npy           (N,) real lengths
+    validation/...                        the same for the held-out documents
+    summary.json                          counts, shapes, dtypes, hashes
 
-The ``.npy`` files open as memory maps (``np.load(mmap_mode="r")``), so
-training reads only the rows it needs. Documents, not examples, are split
-between train and validation, so no text leaks across the split.
+``UUUUU`` is the input (ingest) shard, the unit of parallel work, and ``PPP`` the part
+of its output (``shard_examples`` rows each). The ``.npy`` files open as memory maps
+(``np.load(mmap_mode="r")``), so training reads only the rows it needs. Documents, not
+examples, are split between train and validation, so no text leaks across the split.
+Finished units are kept in ``<output_dir>.cache`` (hard-linked into the output), so a
+killed run, or one after the corpus grew, redoes only what is new.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
+import multiprocessing
+import os
 import random
+import shutil
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from electra.config import TokenizeConfig
-from electra.files import atomic_dir, sha256_tree, write_json
-from electra.ingest import read_shards
+from electra.files import atomic_dir, read_json, sha256_file, sha256_tree, write_json
+from electra.ingest import read_shards, shard_documents
 from electra.tokenizer import tokenizer_from_vocab, train_tokenizer
 
 
@@ -221,16 +232,203 @@ def encoded_documents(documents: Iterable[list[str]], backend,
         yield from encode_group()
 
 
+# --- the unit of work: one input shard ------------------------------------------------------
+#
+# Each ingest shard is tokenised and packed on its own, with a random stream seeded by the
+# tokenize seed and the shard's content hash, into a folder of its own. The output is the
+# units' folders concatenated in shard order, so it is the same whatever the number of
+# workers (or machines) and whichever unit finished first. A unit's folder is kept in the
+# cache beside the output (``<output_dir>.cache``), keyed by everything its content depends
+# on: a run killed midway, or one after shards were added, redoes only the missing units.
+
+SPLITS = ("train", "validation")
+ARRAYS = ("input_ids", "token_type_ids", "lengths")
+
+
+@dataclass(frozen=True)
+class UnitJob:
+    """What one worker needs to tokenise one input shard: plain, picklable values only."""
+
+    index: int
+    shard: str                 # the ingest shard (a text file of documents)
+    shard_hash: str
+    tokenizer_file: str        # tokenizer.json
+    out_dir: str               # the unit's cache folder
+    max_seq_length: int
+    short_seq_prob: float
+    validation_fraction: float
+    seed: int
+    shard_examples: int
+    max_examples: int | None
+    special_ids: tuple[int, int, int]   # cls, sep, pad
+    id_dtype: str
+
+
+def tokenize_unit(job: UnitJob) -> dict:
+    """Tokenise and pack one input shard into ``job.out_dir``; return its counts.
+
+    A plain function of plain values, so a process pool, a Dask or Ray worker or a
+    Prefect task can run it. A unit already in its folder (complete: ``unit.json`` is
+    written last, the folder renamed into place) is not redone.
+    """
+    out = Path(job.out_dir)
+    done = out / "unit.json"
+    if done.is_file():
+        return {**json.loads(done.read_text(encoding="utf-8")), "reused": True}
+    from tokenizers import Tokenizer
+
+    backend = Tokenizer.from_file(job.tokenizer_file)
+    cls_id, sep_id, pad_id = job.special_ids
+    # Seeded by content, not by position: a unit's examples do not depend on which shards
+    # came before it, so adding shards leaves the units of the old ones valid.
+    rng = random.Random(f"{job.seed}:{job.shard_hash}")
+    produced = documents = 0
+    validation_rows: list[int] = []     # the unit's order of production, for a max_examples cut
+    with atomic_dir(out) as tmp:
+        writers = {split: _ShardedArrayWriter(tmp / split, job.max_seq_length, pad_id, np.dtype(job.id_dtype),
+                                              job.shard_examples) for split in SPLITS}
+        for document, sentence_ids in encoded_documents(shard_documents(job.shard), backend):
+            documents += 1
+            split = "validation" if _is_validation(document, job.validation_fraction, job.seed) else "train"
+            for example in pack_document(sentence_ids, job.max_seq_length, cls_id, sep_id, rng, job.short_seq_prob):
+                writers[split].add(example)
+                if split == "validation":
+                    validation_rows.append(produced)
+                produced += 1
+                if job.max_examples and produced >= job.max_examples:
+                    break
+            if job.max_examples and produced >= job.max_examples:
+                break
+        for writer in writers.values():
+            writer.flush()
+        np.save(tmp / "validation_rows.npy", np.asarray(validation_rows, dtype=np.int64))
+        unit = {
+            "index": job.index, "shard": Path(job.shard).name, "shard_hash": job.shard_hash,
+            "documents": documents, "examples": produced,
+            "splits": {s: {"examples": w.count, "tokens": w.tokens, "shards": w.shards} for s, w in writers.items()},
+        }
+        write_json(tmp / "unit.json", unit)
+    return {**unit, "reused": False}
+
+
+def _cut(unit: dict, unit_dir: Path, keep: int) -> dict[str, int]:
+    """Rows of each split among the unit's first ``keep`` examples (its production order)."""
+    validation_rows = np.load(unit_dir / "validation_rows.npy")
+    in_validation = int(np.searchsorted(validation_rows, keep))
+    return {"train": keep - in_validation, "validation": in_validation}
+
+
+def _place(src: Path, dst: Path) -> None:
+    """Put a unit's array into the output: a hard link (no copy) where the filesystem allows."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def _merge_split(units: list[tuple[dict, Path, int | None]], split: str, folder: Path) -> dict:
+    """The split's arrays, unit after unit in shard order, and ``index.json`` naming them in that order."""
+    folder.mkdir(parents=True, exist_ok=True)
+    index, examples, tokens = [], 0, 0
+    for unit, unit_dir, keep_rows in units:
+        left = keep_rows
+        for part in range(unit["splits"][split]["shards"]):
+            if left == 0:
+                break
+            name = f"{unit['index']:05d}-{part:03d}"
+            src = {a: unit_dir / split / f"{a}-{part:05d}.npy" for a in ARRAYS}
+            rows = int(np.load(src["lengths"], mmap_mode="r").shape[0])
+            if left is not None and left < rows:
+                # The last unit under tokenize.max_examples: its first rows only, as a new file.
+                for a in ARRAYS:
+                    np.save(folder / f"{a}-{name}.npy", np.load(src[a], mmap_mode="r")[:left])
+                rows = left
+            else:
+                for a in ARRAYS:
+                    _place(src[a], folder / f"{a}-{name}.npy")
+            if left is not None:
+                left -= rows
+            lengths = np.load(folder / f"lengths-{name}.npy", mmap_mode="r")
+            index.append({"name": name, "rows": rows, "shard": unit["shard"]})
+            examples += rows
+            tokens += int(lengths.sum())
+    write_json(folder / "index.json", {"shards": index})
+    return {"examples": examples, "tokens": tokens, "shards": len(index)}
+
+
+def _default_workers() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _init_worker() -> None:
+    # One tokenizer thread per worker process: the workers are the parallelism.
+    os.environ["RAYON_NUM_THREADS"] = "1"
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+
+UnitMapper = Callable[[Callable[[UnitJob], dict], list[UnitJob]], Iterator[dict]]
+_unit_mapper: ContextVar[UnitMapper | None] = ContextVar("tokenize_unit_mapper", default=None)
+
+
+@contextlib.contextmanager
+def unit_mapper(mapper: UnitMapper) -> Iterator[None]:
+    """Run the units of :func:`tokenize` calls in this context with ``mapper(fn, jobs)``.
+
+    ``mapper`` yields ``fn(job)`` for each job, in the jobs' order; the Prefect door
+    uses it to send the units to a Dask or Ray cluster. The output does not depend on it.
+    """
+    token = _unit_mapper.set(mapper)
+    try:
+        yield
+    finally:
+        _unit_mapper.reset(token)
+
+
+def _process_pool_mapper(workers: int) -> UnitMapper:
+    def run(fn: Callable[[UnitJob], dict], jobs: list[UnitJob]) -> Iterator[dict]:
+        if workers <= 1 or len(jobs) <= 1:
+            yield from map(fn, jobs)
+            return
+        # spawn, not fork: a forked copy of a process whose tokenizer threads have run can hang.
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context, initializer=_init_worker) as pool:
+            futures = [pool.submit(fn, job) for job in jobs]
+            try:
+                for future in futures:
+                    yield future.result()
+            finally:
+                for future in futures:
+                    future.cancel()
+    return run
+
+
+def _code_version() -> str:
+    """The packing code's hash: a unit cached by older code is not reused."""
+    return sha256_file(Path(__file__))
+
+
 def tokenize(cfg: TokenizeConfig, progress: bool = True) -> dict:
     """Tokenise the ingested corpus and pack it into fixed-length pretraining examples.
 
-    Returns the output folder, example counts and the content hash of the output.
+    The input shards are tokenised in parallel (``cfg.workers`` processes, or the
+    mapper of :func:`unit_mapper`), each into its own folder, and merged in shard order
+    by ``index.json`` files: the result is the same whatever the number of workers, and
+    a rerun after a kill redoes only the shards not finished. Returns the output folder,
+    example counts and the content hash of the output.
     """
     from tqdm import tqdm
 
     started = time.time()
-    # The shards are read as a stream (twice when training the vocab), never held whole:
-    # memory stays flat whatever the corpus size.
+    manifest = Path(cfg.input_dir) / "manifest.json"
+    if not manifest.is_file():
+        raise FileNotFoundError(f"{manifest}: not found; run `electra ingest` first")
+    shards = read_json(manifest).get("shards") or {}
+    if not shards:
+        raise ValueError(f"{manifest}: lists no shards")
+    # The vocab is trained from a stream over the shards, never from one in-memory list.
     if cfg.train_vocab:
         tokenizer = train_tokenizer(
             (s for doc in read_shards(cfg.input_dir) for s in doc), vocab_size=cfg.vocab_size,
@@ -241,34 +439,51 @@ def tokenize(cfg: TokenizeConfig, progress: bool = True) -> dict:
     vocab_size = len(tokenizer)
     id_dtype = np.dtype(np.uint16 if vocab_size <= np.iinfo(np.uint16).max else np.int32)
     cls_id, sep_id, pad_id = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id
-    backend = tokenizer.backend_tokenizer
-    rng = random.Random(cfg.seed)
+    workers = cfg.workers or _default_workers()
+
+    cache = Path(f"{cfg.output_dir}.cache")
+    cache.mkdir(parents=True, exist_ok=True)
+    tokenizer_dir = cache / "tokenizer"
+    with atomic_dir(tokenizer_dir) as tmp:
+        tokenizer.save_pretrained(tmp)
+    tokenizer_hash = sha256_file(tokenizer_dir / "tokenizer.json")
+    settings = {k: getattr(cfg, k) for k in ("max_seq_length", "short_seq_prob", "validation_fraction", "seed",
+                                              "shard_examples", "max_examples")}
+    version = hashlib.sha256(json.dumps([settings, tokenizer_hash, _code_version()], sort_keys=True).encode()).hexdigest()
+    jobs = []
+    for index, (name, shard_hash) in enumerate(sorted(shards.items())):
+        key = hashlib.sha256(f"{version}:{shard_hash}".encode()).hexdigest()[:24]
+        jobs.append(UnitJob(index=index, shard=str(Path(cfg.input_dir) / name), shard_hash=shard_hash,
+                            tokenizer_file=str(tokenizer_dir / "tokenizer.json"), out_dir=str(cache / f"unit-{key}"),
+                            special_ids=(cls_id, sep_id, pad_id), id_dtype=id_dtype.name, **settings))
+
+    # Units in shard order; under max_examples, only until the cap is reached.
+    mapper = _unit_mapper.get() or _process_pool_mapper(workers)
+    kept: list[tuple[dict, Path, int | None]] = []
+    total = reused = 0
+    results = mapper(tokenize_unit, jobs)
+    for job, unit in tqdm(zip(jobs, results), total=len(jobs), desc="tokenize", unit="shard", disable=not progress):
+        reused += unit.pop("reused")
+        if cfg.max_examples and total + unit["examples"] >= cfg.max_examples:
+            cut = _cut(unit, Path(job.out_dir), cfg.max_examples - total)
+            kept.append(({**unit, "cut": cut}, Path(job.out_dir), None))
+            total = cfg.max_examples
+            break
+        kept.append((unit, Path(job.out_dir), None))
+        total += unit["examples"]
+    if hasattr(results, "close"):
+        results.close()     # under max_examples: the pool's remaining units are cancelled
 
     with atomic_dir(cfg.output_dir) as tmp:
-        tokenizer.save_pretrained(tmp / "tokenizer")
-        writers = {
-            split: _ShardedArrayWriter(tmp / split, cfg.max_seq_length, pad_id, id_dtype, cfg.shard_examples)
-            for split in ("train", "validation")
+        shutil.copytree(tokenizer_dir, tmp / "tokenizer")
+        splits = {
+            split: _merge_split([(u, d, u.get("cut", {}).get(split)) for u, d, _ in kept], split, tmp / split)
+            for split in SPLITS
         }
-        produced = documents = 0
-        stream = encoded_documents(read_shards(cfg.input_dir), backend)
-        for document, sentence_ids in tqdm(stream, desc="tokenize", unit="doc", disable=not progress):
-            documents += 1
-            split = "validation" if _is_validation(document, cfg.validation_fraction, cfg.seed) else "train"
-            for example in pack_document(
-                sentence_ids, cfg.max_seq_length, cls_id, sep_id, rng, cfg.short_seq_prob
-            ):
-                writers[split].add(example)
-                produced += 1
-                if cfg.max_examples and produced >= cfg.max_examples:
-                    break
-            if cfg.max_examples and produced >= cfg.max_examples:
-                break
-        for writer in writers.values():
-            writer.flush()
-        if writers["train"].count == 0:
+        documents = sum(u["documents"] for u, _, _ in kept)
+        if splits["train"]["examples"] == 0:
             raise ValueError(f"{cfg.input_dir}: the corpus produced no training examples")
-        if writers["validation"].count == 0:
+        if splits["validation"]["examples"] == 0:
             raise ValueError(
                 f"{cfg.input_dir}: no document fell into validation (fraction "
                 f"{cfg.validation_fraction} of {documents} documents); raise tokenize.validation_fraction"
@@ -280,35 +495,47 @@ def tokenize(cfg: TokenizeConfig, progress: bool = True) -> dict:
             "max_seq_length": cfg.max_seq_length,
             "id_dtype": id_dtype.name,
             "special_ids": {"cls": cls_id, "sep": sep_id, "pad": pad_id, "mask": tokenizer.mask_token_id},
-            "splits": {
-                split: {"examples": w.count, "tokens": w.tokens, "shards": w.shards}
-                for split, w in writers.items()
-            },
+            "splits": splits,
             "documents": documents,
-            "seconds": round(time.time() - started, 3),
+            "input_shards": len(kept),
         }
         summary["content_hash"] = sha256_tree(tmp)
+        # How this run went (not part of the output's content: any worker count gives the same).
+        summary["run"] = {"workers": workers, "units": len(kept), "units_reused": reused,
+                          "seconds": round(time.time() - started, 3)}
         write_json(tmp / "summary.json", summary)
+    # Units of other versions or shards are no longer part of any output: reclaim their space.
+    live = {Path(job.out_dir).name for job in jobs} | {"tokenizer"}
+    for entry in cache.iterdir():
+        if entry.name not in live and not entry.name.startswith("."):
+            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
     return {
         "output_dir": cfg.output_dir,
-        "train_examples": summary["splits"]["train"]["examples"],
-        "validation_examples": summary["splits"]["validation"]["examples"],
-        "train_tokens": summary["splits"]["train"]["tokens"],
+        "train_examples": splits["train"]["examples"],
+        "validation_examples": splits["validation"]["examples"],
+        "train_tokens": splits["train"]["tokens"],
         "vocab_size": vocab_size,
+        "units_reused": reused,
         "content_hash": summary["content_hash"],
     }
 
 
 class PackedDataset:
-    """Read-only view over a split written by :func:`tokenize`, backed by memory maps."""
+    """Read-only view over a split written by :func:`tokenize`, backed by memory maps.
+
+    The split's ``index.json`` gives its shards in order (one unit's after another's)."""
 
     def __init__(self, folder: str | Path, split: str = "train") -> None:
         root = Path(folder) / split
-        id_files = sorted(root.glob("input_ids-*.npy"))
-        if not id_files:
+        index = root / "index.json"
+        if index.is_file():
+            names = [entry["name"] for entry in read_json(index)["shards"]]
+        else:
+            names = [p.name[len("input_ids-"):-len(".npy")] for p in sorted(root.glob("input_ids-*.npy"))]
+        if not names:
             raise FileNotFoundError(f"{root}: no input_ids-*.npy shards; run `electra tokenize` first")
-        self.input_ids = [np.load(p, mmap_mode="r") for p in id_files]
-        self.token_type_ids = [np.load(root / p.name.replace("input_ids", "token_type_ids"), mmap_mode="r") for p in id_files]
+        self.input_ids = [np.load(root / f"input_ids-{n}.npy", mmap_mode="r") for n in names]
+        self.token_type_ids = [np.load(root / f"token_type_ids-{n}.npy", mmap_mode="r") for n in names]
         self.offsets = np.cumsum([0] + [a.shape[0] for a in self.input_ids])
         self.max_seq_length = int(self.input_ids[0].shape[1])
 
