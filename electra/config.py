@@ -56,6 +56,15 @@ class IngestConfig(_Frozen):
     # JSON Lines files (.jsonl, .ndjson, compressed or not): one document per record, its
     # text in this field (a dotted path reaches a nested one: "meta.body").
     jsonl_text_field: str = Field(default="text", min_length=1)
+    # Near-duplicate documents (word 5-gram Jaccard about this or more), by MinHash + LSH.
+    near_dedup: bool = False
+    near_dedup_threshold: float = Field(default=0.8, gt=0.0, lt=1.0)
+    minhash_permutations: int = Field(default=128, ge=16, le=1024)
+    # Processes reading files in parallel; null: all cores. The output is the same for any number.
+    workers: int | None = Field(default=None, ge=1)
+    # Keep each file's documents in <output_dir>.cache, keyed by its content hash, params and
+    # code: a rerun after files were added (or after a kill) reads only the new files.
+    cache: bool = True
 
 
 class TokenizeConfig(_Frozen):

@@ -7,7 +7,16 @@ Output layout (``ingest.output_dir``)::
 
 Sources are plain-text files and JSON Lines files (``.jsonl``/``.ndjson``: one document
 per record, its text in ``ingest.jsonl_text_field``), either of them compressed with
-gzip, bzip2, xz or zstandard (by suffix: ``.gz``, ``.bz2``, ``.xz``, ``.zst``).
+gzip, bzip2, xz or zstandard (by suffix: ``.gz``, ``.bz2``, ``.xz``, ``.zst``), and
+Hugging Face datasets, by hub name or local path, streamed:
+``hf:<dataset>[?name=<config>&split=<split>&revision=<rev>]`` (one document per record).
+
+Each file is a unit of work (processes in parallel: ``ingest.workers``) whose documents
+go to a cache entry keyed by the file's content hash, the params and this code
+(``<output_dir>.cache``); the shards are assembled from the entries in file order,
+dropping exact duplicates (sha256 of the document) and, with ``ingest.near_dedup``,
+near duplicates (MinHash + LSH). A rerun after files were added, or after a kill, reads
+only the files without an entry, and its output is a fresh run's.
 
 Files are streamed, never read whole: a first pass over each file finds whether it is
 usable, its encoding and how its paragraphs are cut, and a second writes its documents,
@@ -23,9 +32,12 @@ files_skipped``, overall and per source.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import glob
 import hashlib
+import json
+import os
 import re
 import time
 import unicodedata
@@ -35,7 +47,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from electra.config import IngestConfig
-from electra.files import atomic_dir, sha256_file, write_json
+from electra.files import atomic_dir, atomic_open, read_json, sha256_file, write_json
+from electra.parallel import default_workers, map_units
 
 # Tried in order; latin-1 decodes any byte string, so it is the last resort and is
 # only reached when the stricter codecs fail.
@@ -69,6 +82,7 @@ class SourceFile:
     encoding: str | None = None
     documents: int = 0
     skipped: str | None = None
+    sha256: str | None = None
 
 
 @dataclass
@@ -78,6 +92,7 @@ class IngestStats:
     files_skipped: int = 0    # every other file found, each with its reason
     documents: int = 0
     duplicate_documents: int = 0
+    near_duplicate_documents: int = 0
     short_documents: int = 0
     sentences: int = 0
     characters: int = 0
@@ -88,6 +103,10 @@ def resolve_sources(sources: list[str], exclude: list[str]) -> list[tuple[str, P
     """Expand files, folders (recursively) and globs into ``(source, file)`` pairs, sorted."""
     found: dict[Path, str] = {}
     for source in sources:
+        if source.startswith(HF_PREFIX):
+            parse_hf_source(source)          # a malformed spec fails here, before any work
+            found.setdefault(Path(source), source)
+            continue
         path = Path(source)
         if path.is_file():
             candidates = [path]
@@ -505,10 +524,205 @@ def read_shards(folder: str | Path) -> Iterator[list[str]]:
         yield from shard_documents(shard)
 
 
+# --- the unit of work: one input file ---------------------------------------------------------
+#
+# Each file (or Hugging Face dataset) is decoded, normalised, cut into documents and
+# filtered on its own, by a plain function of plain values, into an entry of the cache
+# beside the output (``<output_dir>.cache``) keyed by the file's content hash and every
+# param and line of code its documents depend on. The shards are then assembled from the
+# entries in file order, where duplicates are dropped (they depend on the files before).
+# So files run in parallel, a killed run redoes only the files not finished, and a run
+# after files were added to the corpus processes only the new ones: the output is the
+# same as a fresh run's.
+
+HF_PREFIX = "hf:"
+
+
+@dataclass(frozen=True)
+class FileJob:
+    """What one worker needs to turn one input into documents: plain, picklable values only."""
+
+    source: str                # the ingest.sources entry it came from
+    path: str                  # a file, or "hf:<dataset>[?name=..&split=..]"
+    cache_dir: str
+    version: str               # hash of the params and code the documents depend on
+    doc_separator_regex: str | None
+    min_sentence_chars: int
+    min_document_chars: int
+    max_sentence_chars: int
+    text_field: str
+
+
+def parse_hf_source(source: str) -> tuple[str, dict[str, str]]:
+    """``hf:<name or local path>[?name=<config>&split=<split>&revision=<rev>]`` -> (path, options)."""
+    from urllib.parse import parse_qsl
+
+    spec = source[len(HF_PREFIX):]
+    path, _, query = spec.partition("?")
+    options = dict(parse_qsl(query))
+    unknown = set(options) - {"name", "split", "revision", "data_dir"}
+    if not path or unknown:
+        raise IngestError(f"ingest.sources {source!r}: expected hf:<dataset>[?name=..&split=..&revision=..]"
+                          + (f"; unknown option(s) {sorted(unknown)}" if unknown else ""))
+    return path, options
+
+
+def hf_texts(source: str, field: str) -> Iterator[str]:
+    """The text of each record of a Hugging Face dataset, streamed (never downloaded whole)."""
+    import datasets
+
+    path, options = parse_hf_source(source)
+    split = options.pop("split", "train")
+    try:
+        stream = datasets.load_dataset(path, split=split, streaming=True, **options)
+    except Exception as exc:   # not found, offline, no such split: say which source
+        raise IngestError(f"ingest.sources {source!r}: cannot open the dataset: {exc}") from exc
+    for number, record in enumerate(stream):
+        value: object = record
+        for key in field.split("."):
+            value = value.get(key) if isinstance(value, dict) else None
+        if not isinstance(value, str):
+            raise IngestError(f"{source} record {number}: no text field {field!r} "
+                              f"(ingest.jsonl_text_field names the field of a record)")
+        yield value
+
+
+def _documents_of(job: FileJob, path: Path, scan: FileScan | None) -> Iterator[list[str]]:
+    """The file's documents as lists of normalised, filtered sentences (short ones included)."""
+    separator = re.compile(job.doc_separator_regex) if job.doc_separator_regex else None
+    if job.path.startswith(HF_PREFIX):
+        documents = (paragraphs for body in hf_texts(job.path, job.text_field)
+                     for paragraphs in split_documents(normalize_text(body), separator))
+    else:
+        texts = (text for _, text, _ in decoded_blocks(path))
+        if is_jsonl(path):
+            # Each record is a document (or several, should its text hold separators).
+            documents = (paragraphs for body in jsonl_texts(split_lines(texts), job.text_field, path)
+                         for paragraphs in split_documents(normalize_text(body), separator))
+        else:
+            documents = split_document_lines(split_lines(texts, normalize=True), separator, scan.one_per_line)
+    for paragraphs in documents:
+        yield [
+            piece
+            for paragraph in paragraphs
+            for s in split_sentences(paragraph)
+            for piece in split_long(s, job.max_sentence_chars)
+            if len(piece) >= job.min_sentence_chars
+        ]
+
+
+def ingest_file(job: FileJob) -> dict:
+    """Turn one input into documents in its cache entry; return what became of it.
+
+    The entry (``file-<key>.txt``: sentences one per line, a blank line after each
+    document; ``file-<key>.json`` written last) is reused when present. Skipped files
+    are not cached: the reason (vanished, unreadable) may not hold next time.
+    """
+    cache = Path(job.cache_dir)
+    hf = job.path.startswith(HF_PREFIX)
+    path = Path(job.path)
+    if hf:
+        # A streamed dataset has no content hash to key it by: it is read every run.
+        digest, scan = None, FileScan(encoding="utf-8")
+        key = "hf-" + hashlib.sha256(f"{job.version}:{job.path}:{os.getpid()}".encode()).hexdigest()[:24]
+    else:
+        try:
+            digest = sha256_file(path)
+        except OSError as exc:   # vanished since it was listed, not readable
+            return {"skipped": f"unreadable: {exc.strerror or exc}", "reused": False}
+        key = "file-" + hashlib.sha256(f"{job.version}:{digest}".encode()).hexdigest()[:24]
+        meta = cache / f"{key}.json"
+        if meta.is_file():
+            return {**read_json(meta), "reused": True}
+        # Pass 1 reads the file as a stream and keeps nothing; pass 2 writes it.
+        scan = scan_source(path)
+        if scan.skipped:
+            return {"skipped": scan.skipped, "sha256": digest, "reused": False}
+    short = documents = 0
+    with atomic_open(cache / f"{key}.txt", "w", encoding="utf-8") as handle:
+        for sentences in _documents_of(job, path, scan):
+            if not sentences or sum(len(s) for s in sentences) < job.min_document_chars:
+                short += 1
+                continue
+            handle.write("\n".join(sentences) + "\n\n")
+            documents += 1
+    info = {"entry": f"{key}.txt", "encoding": scan.encoding, "sha256": digest, "documents": documents,
+            "short_documents": short, "cached": not hf}
+    if not hf:
+        write_json(cache / f"{key}.json", info)
+    return {**info, "reused": False}
+
+
+# --- near duplicates: MinHash with locality-sensitive hashing -----------------------------------
+
+_MERSENNE = (1 << 61) - 1
+
+
+class NearDuplicates:
+    """Finds documents whose word 5-gram sets overlap (Jaccard) at about ``threshold`` or more.
+
+    Each document gets a MinHash signature of ``permutations`` values (Broder 1997); the
+    signature's first ``bands x rows`` values are cut into ``bands`` bands, and a document sharing any
+    whole band with an earlier one is a near duplicate (the LSH banding of Leskovec et al.,
+    Mining of Massive Datasets, ch. 3: the pair is caught with probability
+    ``1 - (1 - J**rows)**bands``, a step at about ``(1/bands)**(1/rows)``). Memory: one
+    set entry per band per kept document, not the documents.
+    """
+
+    def __init__(self, threshold: float, permutations: int, seed: int = 1) -> None:
+        import numpy as np
+
+        # The bands x rows (at most the signature's length) whose step lies within 0.01 of the
+        # threshold, using the most of the signature (the more values, the sharper the step).
+        self.bands, self.rows = min(
+            ((b, r) for r in range(1, permutations + 1) for b in range(1, permutations // r + 1)),
+            key=lambda br: (round(abs((1 / br[0]) ** (1 / br[1]) - threshold), 2), -br[0] * br[1]),
+        )
+        rng = np.random.default_rng(seed)
+        # Hash functions h(x) = (a x + b) mod p over 32-bit shingle hashes; a, b < 2**32 keep
+        # a x + b below 2**64, so uint64 arithmetic does not wrap.
+        self._a = rng.integers(1, 1 << 32, size=permutations, dtype=np.uint64)
+        self._b = rng.integers(0, 1 << 32, size=permutations, dtype=np.uint64)
+        self._seen: list[set[bytes]] = [set() for _ in range(self.bands)]
+
+    def signature(self, sentences: list[str]):
+        import zlib
+
+        import numpy as np
+
+        words = " ".join(sentences).lower().split()
+        shingles = [" ".join(words[i:i + 5]) for i in range(max(1, len(words) - 4))]
+        hashes = np.fromiter((zlib.crc32(s.encode("utf-8")) for s in shingles), dtype=np.uint64, count=len(shingles))
+        signature = np.full(len(self._a), np.iinfo(np.uint64).max, dtype=np.uint64)
+        for at in range(0, len(hashes), 4096):   # bounded memory for a book-length document
+            chunk = hashes[at:at + 4096, None]
+            np.minimum(signature, ((chunk * self._a + self._b) % _MERSENNE).min(axis=0), out=signature)
+        return signature
+
+    def is_duplicate(self, sentences: list[str]) -> bool:
+        """Whether the document nearly duplicates one seen before; if not, remember it."""
+        signature = self.signature(sentences)
+        keys = [signature[i * self.rows:(i + 1) * self.rows].tobytes() for i in range(self.bands)]
+        if any(key in seen for key, seen in zip(keys, self._seen)):
+            return True
+        for key, seen in zip(keys, self._seen):
+            seen.add(key)
+        return False
+
+
+def _version(cfg: IngestConfig) -> str:
+    """What a file's documents depend on besides its bytes: the params and this code."""
+    settings = [cfg.doc_separator_regex, cfg.min_sentence_chars, cfg.min_document_chars, cfg.max_sentence_chars,
+                cfg.jsonl_text_field]
+    return hashlib.sha256(json.dumps([settings, sha256_file(Path(__file__))]).encode()).hexdigest()
+
+
 def ingest(cfg: IngestConfig, progress: bool = True) -> dict:
     """Read the corpus named by ``cfg.sources`` and write normalised, deduplicated sentence shards.
 
-    Returns a small result: output folder, shard paths, counts and the content hash.
+    Files are processed in parallel (``cfg.workers``) into the cache, then assembled in
+    order; a file whose entry is in the cache (same bytes, params and code) is not read
+    again. Returns a small result: output folder, shard paths, counts and the content hash.
     """
     from tqdm import tqdm
 
@@ -516,57 +730,59 @@ def ingest(cfg: IngestConfig, progress: bool = True) -> dict:
     files = resolve_sources(cfg.sources, cfg.exclude)
     if not files:
         raise IngestError(f"ingest.sources {cfg.sources}: no files found (after exclude {cfg.exclude})")
-    separator = re.compile(cfg.doc_separator_regex) if cfg.doc_separator_regex else None
     stats = IngestStats()
     records: list[SourceFile] = []
     seen_docs: set[str] = set()
+    near = NearDuplicates(cfg.near_dedup_threshold, cfg.minhash_permutations) if cfg.near_dedup else None
     roots: dict[str, Path | None] = {}
+    cache = Path(f"{cfg.output_dir}.cache")
+    cache.mkdir(parents=True, exist_ok=True)
+    version = _version(cfg)
+    outside: dict[int, str] = {}
+    jobs: list[FileJob] = []
+    for number, (source, path) in enumerate(files):
+        if not source.startswith(HF_PREFIX) and _outside_corpus(path, roots.setdefault(source, _source_root(source))):
+            outside[number] = f"symlink to {path.resolve()}, outside the corpus folder {source}"
+        else:
+            jobs.append(FileJob(source=source, path=source if source.startswith(HF_PREFIX) else str(path),
+                                cache_dir=str(cache), version=version, doc_separator_regex=cfg.doc_separator_regex,
+                                min_sentence_chars=cfg.min_sentence_chars, min_document_chars=cfg.min_document_chars,
+                                max_sentence_chars=cfg.max_sentence_chars, text_field=cfg.jsonl_text_field))
+    results = map_units(ingest_file, jobs, cfg.workers)
+    used: set[str] = set()
+    from_cache = 0
 
-    with atomic_dir(cfg.output_dir) as tmp:
+    with atomic_dir(cfg.output_dir) as tmp, contextlib.closing(results):
         writer = _ShardWriter(tmp, int(cfg.shard_size_mb * 1024 * 1024))
-        for source, path in tqdm(files, desc="ingest", unit="file", disable=not progress):
+        for number, (source, path) in enumerate(tqdm(files, desc="ingest", unit="file", disable=not progress)):
             record = SourceFile(path=path, source=source)
             records.append(record)
             per_source = stats.per_source.setdefault(
                 source, {"files": 0, "kept": 0, "skipped": 0, "documents": 0, "sentences": 0, "characters": 0}
             )
             per_source["files"] += 1
-            if _outside_corpus(path, roots.setdefault(source, _source_root(source))):
-                record.skipped = f"symlink to {path.resolve()}, outside the corpus folder {source}"
-            else:
-                # Pass 1 reads the file as a stream and keeps nothing; pass 2 writes it.
-                scan = scan_source(path)
-                record.skipped, record.encoding = scan.skipped, scan.encoding
+            result = {"skipped": outside[number]} if number in outside else next(results)
+            record.skipped, record.encoding, record.sha256 = result.get("skipped"), result.get("encoding"), \
+                result.get("sha256")
+            from_cache += bool(result.get("reused"))
             if record.skipped:
                 stats.files_skipped += 1
                 per_source["skipped"] += 1
                 continue
             stats.files_read += 1
-            texts = (text for _, text, _ in decoded_blocks(path))
-            if is_jsonl(path):
-                # Each record is a document (or several, should its text hold separators).
-                documents = (paragraphs for body in jsonl_texts(split_lines(texts), cfg.jsonl_text_field, path)
-                             for paragraphs in split_documents(normalize_text(body), separator))
-            else:
-                documents = split_document_lines(split_lines(texts, normalize=True), separator, scan.one_per_line)
-            for paragraphs in documents:
-                sentences = [
-                    piece
-                    for paragraph in paragraphs
-                    for s in split_sentences(paragraph)
-                    for piece in split_long(s, cfg.max_sentence_chars)
-                    if len(piece) >= cfg.min_sentence_chars
-                ]
+            stats.short_documents += result["short_documents"]
+            entry = cache / result["entry"]
+            for sentences in shard_documents(entry):
                 chars = sum(len(s) for s in sentences)
-                if not sentences or chars < cfg.min_document_chars:
-                    stats.short_documents += 1
-                    continue
                 if cfg.dedup:
                     key = hashlib.sha256("\n".join(sentences).encode("utf-8")).hexdigest()
                     if key in seen_docs:
                         stats.duplicate_documents += 1
                         continue
                     seen_docs.add(key)
+                if near is not None and near.is_duplicate(sentences):
+                    stats.near_duplicate_documents += 1
+                    continue
                 writer.write(sentences)
                 record.documents += 1
                 stats.documents += 1
@@ -575,6 +791,11 @@ def ingest(cfg: IngestConfig, progress: bool = True) -> dict:
                 per_source["documents"] += 1
                 per_source["sentences"] += len(sentences)
                 per_source["characters"] += chars
+            if result["cached"] and cfg.cache:
+                used.add(entry.name)
+                used.add(entry.with_suffix(".json").name)
+            else:
+                entry.unlink(missing_ok=True)
             if record.documents == 0:
                 # The file was read but gave nothing: say so, it is not silently dropped.
                 record.skipped = "no usable text (no document long enough, or all duplicates)"
@@ -602,6 +823,7 @@ def ingest(cfg: IngestConfig, progress: bool = True) -> dict:
             "files_read": stats.files_read,
             "documents": stats.documents,
             "duplicate_documents": stats.duplicate_documents,
+            **({"near_duplicate_documents": stats.near_duplicate_documents} if near is not None else {}),
             "short_documents": stats.short_documents,
             "sentences": stats.sentences,
             "characters": stats.characters,
@@ -614,6 +836,7 @@ def ingest(cfg: IngestConfig, progress: bool = True) -> dict:
                 {
                     "path": str(r.path),
                     "encoding": r.encoding,
+                    **({"sha256": r.sha256} if r.sha256 else {}),
                     **({"compression": compression_of(r.path)} if compression_of(r.path) else {}),
                     "documents": r.documents,
                     **({"skipped": r.skipped} if r.skipped else {}),
@@ -624,8 +847,15 @@ def ingest(cfg: IngestConfig, progress: bool = True) -> dict:
             "shards": shard_hashes,
             "content_hash": content_hash,
             "seconds": round(time.time() - started, 3),
+            # How this run went (the same output whichever): files read now, files from the cache.
+            "run": {"workers": cfg.workers or default_workers(), "files_processed": len(jobs) - from_cache,
+                    "files_from_cache": from_cache},
         }
         write_json(tmp / "manifest.json", manifest)
+    # Entries of files no longer in the corpus (or of other params or code) go.
+    for stale in cache.iterdir():
+        if stale.name not in used and not stale.name.startswith("."):
+            stale.unlink(missing_ok=True)
     out = Path(cfg.output_dir)
     return {
         "output_dir": str(out),
@@ -636,5 +866,6 @@ def ingest(cfg: IngestConfig, progress: bool = True) -> dict:
         "files_found": len(files),
         "files_kept": stats.files_kept,
         "files_skipped": stats.files_skipped,
+        "files_from_cache": from_cache,
         "content_hash": content_hash,
     }

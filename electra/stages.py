@@ -141,7 +141,11 @@ def _stage_inputs(stage: str, params: Params, task: str | None = None) -> list[s
     if stage == "ingest":
         import glob
 
-        return sorted({p for src in params.ingest.sources for p in (glob.glob(src) or [src])})
+        # A Hugging Face source on local disk is hashed as its folder; one on the hub cannot be
+        # (pin its revision=): it is named only, so the skip decision sees the name change.
+        local = [src.split(":", 1)[1].split("?", 1)[0] if src.startswith("hf:") else src
+                 for src in params.ingest.sources]
+        return sorted({p for src in local for p in (glob.glob(src) or [src])})
     if stage == "tokenize":
         return [params.tokenize.input_dir, params.tokenize.vocab_file]
     if stage == "pretrain":

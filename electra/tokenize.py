@@ -20,17 +20,13 @@ killed run, or one after the corpus grew, redoes only what is new.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import multiprocessing
 import os
 import random
 import shutil
 import time
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
-from contextvars import ContextVar
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +35,7 @@ import numpy as np
 from electra.config import TokenizeConfig
 from electra.files import atomic_dir, read_json, sha256_file, sha256_tree, write_json
 from electra.ingest import read_shards, shard_documents
+from electra.parallel import default_workers, map_units
 from electra.tokenizer import tokenizer_from_vocab, train_tokenizer
 
 
@@ -356,55 +353,6 @@ def _merge_split(units: list[tuple[dict, Path, int | None]], split: str, folder:
     return {"examples": examples, "tokens": tokens, "shards": len(index)}
 
 
-def _default_workers() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
-def _init_worker() -> None:
-    # One tokenizer thread per worker process: the workers are the parallelism.
-    os.environ["RAYON_NUM_THREADS"] = "1"
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
-
-
-UnitMapper = Callable[[Callable[[UnitJob], dict], list[UnitJob]], Iterator[dict]]
-_unit_mapper: ContextVar[UnitMapper | None] = ContextVar("tokenize_unit_mapper", default=None)
-
-
-@contextlib.contextmanager
-def unit_mapper(mapper: UnitMapper) -> Iterator[None]:
-    """Run the units of :func:`tokenize` calls in this context with ``mapper(fn, jobs)``.
-
-    ``mapper`` yields ``fn(job)`` for each job, in the jobs' order; the Prefect door
-    uses it to send the units to a Dask or Ray cluster. The output does not depend on it.
-    """
-    token = _unit_mapper.set(mapper)
-    try:
-        yield
-    finally:
-        _unit_mapper.reset(token)
-
-
-def _process_pool_mapper(workers: int) -> UnitMapper:
-    def run(fn: Callable[[UnitJob], dict], jobs: list[UnitJob]) -> Iterator[dict]:
-        if workers <= 1 or len(jobs) <= 1:
-            yield from map(fn, jobs)
-            return
-        # spawn, not fork: a forked copy of a process whose tokenizer threads have run can hang.
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context, initializer=_init_worker) as pool:
-            futures = [pool.submit(fn, job) for job in jobs]
-            try:
-                for future in futures:
-                    yield future.result()
-            finally:
-                for future in futures:
-                    future.cancel()
-    return run
-
-
 def _code_version() -> str:
     """The packing code's hash: a unit cached by older code is not reused."""
     return sha256_file(Path(__file__))
@@ -414,7 +362,7 @@ def tokenize(cfg: TokenizeConfig, progress: bool = True) -> dict:
     """Tokenise the ingested corpus and pack it into fixed-length pretraining examples.
 
     The input shards are tokenised in parallel (``cfg.workers`` processes, or the
-    mapper of :func:`unit_mapper`), each into its own folder, and merged in shard order
+    mapper of :func:`electra.parallel.unit_mapper`), each into its own folder, and merged in shard order
     by ``index.json`` files: the result is the same whatever the number of workers, and
     a rerun after a kill redoes only the shards not finished. Returns the output folder,
     example counts and the content hash of the output.
@@ -439,7 +387,7 @@ def tokenize(cfg: TokenizeConfig, progress: bool = True) -> dict:
     vocab_size = len(tokenizer)
     id_dtype = np.dtype(np.uint16 if vocab_size <= np.iinfo(np.uint16).max else np.int32)
     cls_id, sep_id, pad_id = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id
-    workers = cfg.workers or _default_workers()
+    workers = cfg.workers or default_workers()
 
     cache = Path(f"{cfg.output_dir}.cache")
     cache.mkdir(parents=True, exist_ok=True)
@@ -458,10 +406,9 @@ def tokenize(cfg: TokenizeConfig, progress: bool = True) -> dict:
                             special_ids=(cls_id, sep_id, pad_id), id_dtype=id_dtype.name, **settings))
 
     # Units in shard order; under max_examples, only until the cap is reached.
-    mapper = _unit_mapper.get() or _process_pool_mapper(workers)
     kept: list[tuple[dict, Path, int | None]] = []
     total = reused = 0
-    results = mapper(tokenize_unit, jobs)
+    results = map_units(tokenize_unit, jobs, workers)
     for job, unit in tqdm(zip(jobs, results), total=len(jobs), desc="tokenize", unit="shard", disable=not progress):
         reused += unit.pop("reused")
         if cfg.max_examples and total + unit["examples"] >= cfg.max_examples:

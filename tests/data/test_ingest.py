@@ -138,7 +138,7 @@ def test_symlinks_out_of_the_corpus_are_skipped_with_the_reason(tmp_path):
     (corpus / "link.txt").symlink_to(outside / "secret.txt")
     (corpus / "linked-dir").symlink_to(outside, target_is_directory=True)
     (corpus / "inside-link.txt").symlink_to(corpus / "kept.txt")   # inside: followed (a duplicate)
-    ingest(_cfg(tmp_path, [corpus]), progress=False)
+    ingest(_cfg(tmp_path, [corpus], workers=1), progress=False)   # in this process: the patch applies
     manifest = _manifest(tmp_path)
     reasons = {s["path"].rsplit("/", 1)[-1]: s["reason"] for s in manifest["skipped"]}
     assert "outside the corpus folder" in reasons["link.txt"]
@@ -170,7 +170,7 @@ def test_files_that_vanish_or_cannot_be_read_during_ingestion_are_recorded(tmp_p
 
     monkeypatch.setattr(ingest_module, "resolve_sources", list_then_delete)
     monkeypatch.setattr(ingest_module, "open_source", open_source)
-    ingest(_cfg(tmp_path, [corpus]), progress=False)
+    ingest(_cfg(tmp_path, [corpus], workers=1), progress=False)   # in this process: the patch applies
     manifest = _manifest(tmp_path)
     reasons = {s["path"].rsplit("/", 1)[-1]: s["reason"] for s in manifest["skipped"]}
     assert reasons == {"gone.txt": "unreadable: No such file or directory",
