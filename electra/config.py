@@ -316,6 +316,14 @@ class PrefectConfig(_Frozen):
     # After the flow: `dvc commit` so that dvc.lock describes what the flow made, when the
     # flow ran exactly what `dvc repro` would (params.yaml's profile, no overrides).
     dvc_commit: bool = True
+    # Where the data stages' units of work run (ingest: one per file; tokenize: one per
+    # input shard): "local", processes of the stage's own (its `workers`), or "dask", one
+    # Prefect task per unit on a Dask cluster (prefect-dask): the scheduler at dask_address,
+    # or a local cluster of dask_workers processes. The outputs are the same either way;
+    # the workers must see the same files (a shared volume).
+    task_runner: Literal["local", "dask"] = "local"
+    dask_address: str | None = None
+    dask_workers: int = Field(default=2, ge=1)
 
 
 class Params(_Frozen):

@@ -43,8 +43,9 @@ def unit_mapper(mapper: UnitMapper) -> Iterator[None]:
         _unit_mapper.reset(token)
 
 
-def _init_worker() -> None:
-    # One tokenizer thread per worker process: the processes are the parallelism.
+def single_threaded_worker() -> None:
+    """Set in a worker process before its first unit: one tokenizer thread, the processes
+    (or cluster workers) being the parallelism."""
     os.environ["RAYON_NUM_THREADS"] = "1"
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
@@ -58,7 +59,7 @@ def process_pool_mapper(workers: int) -> UnitMapper:
             return
         # spawn, not fork: a forked copy of a process whose tokenizer threads have run can hang.
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context, initializer=_init_worker) as pool:
+        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context, initializer=single_threaded_worker) as pool:
             futures = [pool.submit(fn, job) for job in jobs]
             try:
                 for future in futures:

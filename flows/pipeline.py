@@ -180,6 +180,38 @@ def _run_on_deployment(deployment: str, stage: str, params: Params, force: bool,
     return {**recorded, "deployment": deployment, "deployment_flow_run_id": str(child.id)}
 
 
+@task(name="unit", task_run_name="{stage}.unit-{index:05d}", retries=0)
+def run_unit(stage: str, index: int, fn, job) -> dict:
+    """One unit of a data stage (a file to ingest, a shard to tokenize) on a cluster worker."""
+    from electra.parallel import single_threaded_worker
+
+    single_threaded_worker()   # the cluster's processes are the parallelism
+    return fn(job)
+
+
+def dask_unit_mapper(stage: str, params: Params):
+    """A unit mapper (``electra.parallel.unit_mapper``) that runs each unit as a Prefect task
+    on a Dask cluster: ``prefect.dask_address``'s scheduler, else a local cluster of
+    ``prefect.dask_workers`` processes for the stage's duration. Results come back in the
+    units' order, so the stage's output is the one a local run makes."""
+    from prefect_dask import DaskTaskRunner
+
+    pf = params.prefect
+    runner = DaskTaskRunner(address=pf.dask_address) if pf.dask_address else DaskTaskRunner(
+        cluster_kwargs={"n_workers": pf.dask_workers, "threads_per_worker": 1, "processes": True,
+                        "dashboard_address": None})
+
+    def mapper(fn, jobs):
+        @flow(name=f"{stage}-units", task_runner=runner, log_prints=True)
+        def units() -> list[dict]:
+            futures = [run_unit.submit(stage, index, fn, job) for index, job in enumerate(jobs)]
+            return [future.result() for future in futures]
+
+        yield from units()
+
+    return mapper
+
+
 @task(name="stage")
 def run_stage_task(stage: str, params: Params, force: bool = False, task_name: str | None = None,
                    dispatch: bool = True, upstream: Any = None) -> Any:
@@ -197,6 +229,11 @@ def run_stage_task(stage: str, params: Params, force: bool = False, task_name: s
         # The device is the scarce thing: tasks queue for a slot of its limit, server-wide.
         with concurrency(device_limit_name(params), occupy=1, strict=False):
             result = run_stage(stage, params, progress=False, skip_unchanged=not force, task=task_name)
+    elif stage in ("ingest", "tokenize") and params.prefect.task_runner == "dask":
+        from electra.parallel import unit_mapper
+
+        with unit_mapper(dask_unit_mapper(stage, params)):
+            result = run_stage(stage, params, progress=False, skip_unchanged=not force)
     else:
         observer = PretrainProgress(params.pretrain.max_steps) if stage == "pretrain" else None
         result = run_stage(stage, params, progress=False, skip_unchanged=not force, observer=observer)

@@ -447,3 +447,40 @@ def test_prefect_yaml_deploys_every_profile_to_the_process_work_pool(prefect_ser
         pool = client.create_work_pool(WorkPoolCreate(name="electra-k8s", type="kubernetes",
                                                       base_job_template=template))
         assert pool.base_job_template["variables"]["properties"]["gpus"]["default"] == 1
+
+
+@pytest.mark.slow
+def test_data_stages_on_a_local_dask_cluster_give_the_single_machine_output(prefect_server, tmp_path):
+    """prefect.task_runner=dask: ingest's files and tokenize's shards run as Prefect tasks on a
+    local Dask cluster of two worker processes; the outputs are those of a run on one machine."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    import flows.pipeline as pipeline
+    from electra.ingest import ingest
+    from electra.tokenize import tokenize
+    from tests.conftest import micro_params
+
+    # Thirteen speeches (200 KB) in 50 KB ingest shards: thirteen units, then four.
+    extra = (f"ingest.sources=['{ROOT}/data/pretrain/inaugural/19[0-4]*.txt']", "ingest.shard_size_mb=0.05",
+             "tokenize.max_examples=null", "tokenize.validation_fraction=0.5")
+    local = micro_params(tmp_path / "local", *extra)
+    expected = {"ingest": ingest(local.ingest, progress=False)["content_hash"]}
+    expected["tokenize"] = tokenize(local.tokenize, progress=False)["content_hash"]
+    params = micro_params(tmp_path / "dask", *extra, "prefect.task_runner=dask", "prefect.dask_workers=2")
+
+    @flow(name="data-stages-on-dask")
+    def data_stages() -> dict:
+        return {stage: pipeline._stage_task(stage, params)(stage, params, force=True) for stage in ("ingest", "tokenize")}
+
+    api_url, _ = prefect_server
+    with temporary_settings({PREFECT_API_URL: api_url}):
+        results = data_stages()
+        with get_client(sync_client=True) as client:
+            unit_flows = client.read_flow_runs(flow_filter=FlowFilter(
+                name=FlowFilterName(any_=["ingest-units", "tokenize-units"])))
+    assert {stage: results[stage]["content_hash"] for stage in expected} == expected
+    # The units ran as the stages' own nested flows, through the Dask task runner.
+    assert len(unit_flows) == 2 and all(run.state.is_completed() for run in unit_flows)
