@@ -4,8 +4,13 @@ of ingest and tokenize as the corpus grows, and the wall time of a no-op rerun.
 Every measured run is its own subprocess, so its peak RSS (``wait4``) is its own. The
 parent prints a table for people and, as its last line, one JSON object.
 
-    python bench/data.py                              # data/pretrain, 1x and 10x, 1 thread
-    python bench/data.py --scale 4 --threads 1 2 8    # any thread counts, for many-core machines
+    python bench/data.py                              # data/pretrain, 1x and 10x, 1 worker
+    python bench/data.py --scale 4 --workers 1 2 8    # any worker counts, for many-core machines
+
+Throughput compares tokenize+pack on N workers (processes, one tokenizer thread each)
+with the raw ``tokenizers`` ``encode_batch`` on N threads over the same sentences.
+Memory rows run on one worker (in the stage's own process); with N workers each
+process holds about that much.
 
 Growth is synthetic, by repetition: ``files`` makes N marked copies of every file (N times
 the files), ``lines`` makes every file N times longer (the same number of files, each N
@@ -64,7 +69,8 @@ print(json.dumps({"seconds": time.perf_counter() - started, **{k: v for k, v in 
 
 
 def run_child(step: str, config: dict, threads: int) -> dict:
-    """Run one step in a fresh process; its result, wall seconds and own peak RSS in MiB."""
+    """Run one step in a fresh process; its result, wall seconds and peak RSS in MiB (the
+    largest of the process and the workers it waited for, as ``wait4`` reports it)."""
     env = {**os.environ, "RAYON_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads),
            "TOKENIZERS_PARALLELISM": "true", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
@@ -124,7 +130,9 @@ def main() -> None:
     parser.add_argument("--corpus", default=str(ROOT / "data" / "pretrain"))
     parser.add_argument("--vocab", default=str(ROOT / "data" / "vocab" / "bert-base-uncased-vocab.txt"))
     parser.add_argument("--scale", type=int, default=10)
-    parser.add_argument("--threads", type=int, nargs="+", default=[1])
+    parser.add_argument("--workers", type=int, nargs="+", default=[1])
+    parser.add_argument("--shard-mb", type=float, default=1.0,
+                        help="ingest shard size: the unit of tokenize's parallel work")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="electra-bench-data-"))
@@ -135,21 +143,31 @@ def main() -> None:
         variants = [("1x", corpus),
                     (f"{args.scale}x files", grow(corpus, work / "files", args.scale, "files")),
                     (f"{args.scale}x lines", grow(corpus, work / "lines", args.scale, "lines"))]
-        ingest_cfg = {"shard_size_mb": 64.0}   # other fields: IngestConfig's defaults
+        ingest_cfg = {"shard_size_mb": args.shard_mb, "workers": 1}   # other fields: IngestConfig's defaults
         for name, source in variants:
             out = work / f"ingest-{name.replace(' ', '-')}"
             result = run_child("ingest", {**ingest_cfg, "sources": [str(source)], "output_dir": str(out)}, 1)
-            rows.append({"step": "ingest", "corpus": name, "threads": 1, "seconds": round(result["seconds"], 2),
+            rows.append({"step": "ingest", "corpus": name, "workers": 1, "seconds": round(result["seconds"], 2),
                          "peak_mib": result["peak_mib"], "documents": result["documents"]})
-        for threads in args.threads:
+        for workers in args.workers:
+            if workers == 1:
+                continue
+            out = work / f"ingest-1x-{workers}"
+            result = run_child("ingest", {**ingest_cfg, "workers": workers, "sources": [str(corpus)],
+                                          "output_dir": str(out)}, 1)
+            rows.append({"step": "ingest", "corpus": "1x", "workers": workers, "seconds": round(result["seconds"], 2),
+                         "peak_mib": result["peak_mib"], "documents": result["documents"]})
+        for threads in args.workers:
             for name, _ in variants:
+                if threads > 1 and name != "1x":
+                    continue   # memory is measured on one worker; scaling on the 1x corpus
                 shards = work / f"ingest-{name.replace(' ', '-')}"
                 text_mb = sum(p.stat().st_size for p in shards.glob("shard-*.txt")) / 2**20
                 tok = {"input_dir": str(shards), "output_dir": str(work / f"tok-{threads}-{name.replace(' ', '-')}"),
-                       "vocab_file": args.vocab, "shard_examples": 100_000}
+                       "vocab_file": args.vocab, "shard_examples": 100_000, "workers": threads}
                 ours = run_child("tokenize", tok, threads)
                 tokens = ours["train_tokens"]
-                row = {"step": "tokenize+pack", "corpus": name, "threads": threads,
+                row = {"step": "tokenize+pack", "corpus": name, "workers": threads,
                        "seconds": round(ours["seconds"], 2), "peak_mib": ours["peak_mib"],
                        "mb_per_s": round(text_mb / ours["seconds"], 2)}
                 if name == "1x":
@@ -167,19 +185,19 @@ def main() -> None:
         noop = {"params": str(ROOT / "params.yaml"), "overrides": overrides}
         first = run_child("noop", noop, 1)
         again = run_child("noop", noop, 1)
-        rows.append({"step": "rerun (all up to date)", "corpus": "1x", "threads": 1,
+        rows.append({"step": "rerun (all up to date)", "corpus": "1x", "workers": 1,
                      "seconds": round(again["seconds"], 2), "first_run_seconds": round(first["seconds"], 2),
                      "skipped": again["ingest"] and again["tokenize"]})
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
     print(f"corpus {args.corpus}: {corpus_mb:.1f} MB of text files; growth x{args.scale}; {os.cpu_count()} CPUs")
-    keys = ["step", "corpus", "threads", "seconds", "peak_mib", "mb_per_s", "tokens_per_s", "raw_tokens_per_s",
+    keys = ["step", "corpus", "workers", "seconds", "peak_mib", "mb_per_s", "tokens_per_s", "raw_tokens_per_s",
             "vs_raw", "first_run_seconds", "skipped"]
     print(" | ".join(keys))
     for row in rows:
         print(" | ".join(str(row.get(k, "")) for k in keys))
-    by = {(r["step"], r["corpus"], r["threads"]): r for r in rows}
+    by = {(r["step"], r["corpus"], r["workers"]): r for r in rows}
     summary = {"corpus_mb": round(corpus_mb, 2), "scale": args.scale, "rows": rows}
     for step in ("ingest", "tokenize+pack"):
         base = by.get((step, "1x", 1))

@@ -20,6 +20,7 @@ killed run, or one after the corpus grew, redoes only what is new.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -78,8 +79,10 @@ def pack_document(
 
     pieces: list[list[int]] = []
     for ids in sentences:
-        if ids:
+        if len(ids) > budget:
             pieces.extend(_split_long(ids, budget))
+        elif ids:
+            pieces.append(ids)
     target = new_target()
     chunk: list[list[int]] = []
     size = 0
@@ -209,11 +212,14 @@ def encoded_documents(documents: Iterable[list[str]], backend,
     group: list[list[str]] = []
     size = 0
 
+    # encode_batch_fast skips the character offsets, which packing does not use (same ids).
+    encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
+
     def encode_group() -> Iterator[tuple[list[str], list[list[int]]]]:
         sentences = [sentence for document in group for sentence in document]
         ids: list[list[int]] = []
         for at in range(0, len(sentences), batch):
-            ids.extend(e.ids for e in backend.encode_batch(sentences[at:at + batch], add_special_tokens=False))
+            ids.extend(e.ids for e in encode(sentences[at:at + batch], add_special_tokens=False))
         at = 0
         for document in group:
             yield document, ids[at:at + len(document)]
@@ -250,6 +256,7 @@ class UnitJob:
     shard: str                 # the ingest shard (a text file of documents)
     shard_hash: str
     tokenizer_file: str        # tokenizer.json
+    tokenizer_hash: str        # its sha256 (a worker's loaded tokenizer is keyed by it)
     out_dir: str               # the unit's cache folder
     max_seq_length: int
     short_seq_prob: float
@@ -259,6 +266,15 @@ class UnitJob:
     max_examples: int | None
     special_ids: tuple[int, int, int]   # cls, sep, pad
     id_dtype: str
+
+
+@functools.lru_cache(maxsize=2)
+def _load_tokenizer(path: str, digest: str):
+    """A worker loads the tokenizer once for all the units it runs (keyed by its hash too:
+    the file's path stays the same when the vocab changes)."""
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(path)
 
 
 def tokenize_unit(job: UnitJob) -> dict:
@@ -272,9 +288,7 @@ def tokenize_unit(job: UnitJob) -> dict:
     done = out / "unit.json"
     if done.is_file():
         return {**json.loads(done.read_text(encoding="utf-8")), "reused": True}
-    from tokenizers import Tokenizer
-
-    backend = Tokenizer.from_file(job.tokenizer_file)
+    backend = _load_tokenizer(job.tokenizer_file, job.tokenizer_hash)
     cls_id, sep_id, pad_id = job.special_ids
     # Seeded by content, not by position: a unit's examples do not depend on which shards
     # came before it, so adding shards leaves the units of the old ones valid.
@@ -402,7 +416,8 @@ def tokenize(cfg: TokenizeConfig, progress: bool = True) -> dict:
     for index, (name, shard_hash) in enumerate(sorted(shards.items())):
         key = hashlib.sha256(f"{version}:{shard_hash}".encode()).hexdigest()[:24]
         jobs.append(UnitJob(index=index, shard=str(Path(cfg.input_dir) / name), shard_hash=shard_hash,
-                            tokenizer_file=str(tokenizer_dir / "tokenizer.json"), out_dir=str(cache / f"unit-{key}"),
+                            tokenizer_file=str(tokenizer_dir / "tokenizer.json"), tokenizer_hash=tokenizer_hash,
+                            out_dir=str(cache / f"unit-{key}"),
                             special_ids=(cls_id, sep_id, pad_id), id_dtype=id_dtype.name, **settings))
 
     # Units in shard order; under max_examples, only until the cap is reached.
