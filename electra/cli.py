@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from electra.config import STAGES, ConfigError, Params, load_params, load_resolved
+from electra.config import OPTIONAL_STAGES, STAGES, ConfigError, Params, load_params, load_resolved
 
 app = typer.Typer(
     add_completion=False,
@@ -111,8 +111,10 @@ _DOCS = {
     "finetune": "Fine-tune the discriminator on each task in finetune.tasks (or one: --task).",
     "evaluate": "Dev metrics of each fine-tuned task (or one: --task), the bias benchmarks, the report.",
     "register": "Log and register the models in MLflow, gate them, set challenger/champion aliases.",
+    "compare": "Replaced-token detection vs masked LM at equal training FLOPs: pretrain both, fine-tune "
+               "snapshots, report GLUE against FLOPs with intervals over seeds.",
 }
-for _stage in STAGES:
+for _stage in STAGES + OPTIONAL_STAGES:
     app.command(name=_stage, help=_DOCS[_stage])(_make_stage_command(_stage, _DOCS[_stage]))
 
 
@@ -130,9 +132,9 @@ def run_all(
     _defaults_for_embedded_services()
     cfg = _load(params, profile, set_)
     chosen = [s.strip() for s in stages.split(",")] if stages else list(STAGES)
-    unknown = [s for s in chosen if s not in STAGES]
+    unknown = [s for s in chosen if s not in STAGES + OPTIONAL_STAGES]
     if unknown:
-        typer.echo(f"error: unknown stages {unknown}; stages are {', '.join(STAGES)}", err=True)
+        typer.echo(f"error: unknown stages {unknown}; stages are {', '.join(STAGES + OPTIONAL_STAGES)}", err=True)
         raise typer.Exit(code=2)
 
     def report(stage: str, result: dict) -> None:

@@ -27,6 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
 
 STAGES = ("ingest", "tokenize", "pretrain", "finetune", "evaluate", "register")
+# Stages outside the pipeline's chain, run on request (`electra compare`, their own flow and DVC file).
+OPTIONAL_STAGES = ("compare",)
 
 
 class ConfigError(ValueError):
@@ -142,6 +144,8 @@ class PretrainConfig(_Frozen):
     # A non-finite loss or gradient norm: "stop" (the weights stay those before the step, the
     # last checkpoint intact, a rerun resumes) or "skip" that batch (no optimizer step; after
     # MAX_CONSECUTIVE_SKIPS in a row it stops anyway: the run has diverged).
+    # Also save the discriminator (HF format) at these steps, to snapshots/step-NNNNNNN/.
+    snapshot_steps: list[int] = Field(default_factory=list)
     on_nonfinite: Literal["stop", "skip"] = "stop"
     compile: bool = False
     device: str = "auto"
@@ -153,6 +157,13 @@ class PretrainConfig(_Frozen):
     checkpoint_every: int = Field(default=100, ge=1)
     keep_checkpoints: int = Field(default=2, ge=1)
     seed: int = 1234
+
+    @model_validator(mode="after")
+    def _check_snapshots(self) -> PretrainConfig:
+        outside = [s for s in self.snapshot_steps if not 1 <= s <= self.max_steps]
+        if outside:
+            raise ValueError(f"snapshot_steps {outside} lie outside 1..max_steps ({self.max_steps})")
+        return self
 
 
 class TaskConfig(_Frozen):
@@ -300,6 +311,37 @@ class TrackingConfig(_Frozen):
         return self
 
 
+GLUE_TRAINED = Literal["sst2", "mrpc", "rte", "cola", "stsb"]
+
+
+class CompareConfig(_Frozen):
+    """``electra compare``: replaced-token detection against masked LM at equal training FLOPs.
+
+    The encoder, optimizer, schedule and data order are the ``pretrain`` section's; the
+    fine-tuning protocol is the ``finetune`` section's (with the tasks and seeds here).
+    """
+
+    input_dir: str = "outputs/tokenize"
+    output_dir: str = "outputs/compare"
+    # The budget: the training FLOPs of this many ELECTRA steps (its generator included);
+    # budget_flops, when set, instead. The MLM run gets as many steps as the same FLOPs buy.
+    electra_steps: int = Field(default=600, ge=1)
+    budget_flops: float | None = Field(default=None, gt=0)
+    # Snapshots at these fractions of the budget, each fine-tuned and evaluated.
+    fractions: list[float] = Field(default_factory=lambda: [0.125, 0.25, 0.5, 1.0], min_length=1)
+    tasks: list[GLUE_TRAINED] = Field(default_factory=lambda: ["sst2", "mrpc", "rte", "cola", "stsb"], min_length=1)
+    seeds: int = Field(default=3, ge=1)
+    max_train_examples: int | None = Field(default=2000, ge=1)
+    max_eval_examples: int | None = Field(default=None, ge=1)
+    confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
+
+    @model_validator(mode="after")
+    def _check_fractions(self) -> CompareConfig:
+        if any(not 0 < f <= 1 for f in self.fractions) or sorted(set(self.fractions)) != list(self.fractions):
+            raise ValueError(f"fractions {self.fractions} must be increasing, distinct and in (0, 1]")
+        return self
+
+
 class PrefectConfig(_Frozen):
     """How the Prefect door runs the stages (not a stage: no output depends on it, DVC ignores it)."""
 
@@ -336,6 +378,7 @@ class Params(_Frozen):
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     register: RegisterConfig = Field(default_factory=RegisterConfig)
+    compare: CompareConfig = Field(default_factory=CompareConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     prefect: PrefectConfig = Field(default_factory=PrefectConfig)
 

@@ -5,6 +5,7 @@ Output layout (``pretrain.output_dir``)::
     discriminator/      ElectraForPreTraining + tokenizer (save_pretrained)
     generator/          ElectraForMaskedLM + tokenizer
     checkpoints/        step-0000100/{model.safetensors,trainer_state.pt} (resume)
+    snapshots/          step-NNNNNNN/: the discriminator at each of pretrain.snapshot_steps
     history.csv         the logged training curve (for ``dvc plots``)
     metrics.json        final train and validation numbers (for ``dvc metrics``)
     result.json         what the later stages need (paths, hashes, numbers)
@@ -41,7 +42,7 @@ from electra.tracking import MetricLogger, NullLogger
 
 # Fields that change how the run is observed, not what it computes: a checkpoint
 # written under other values of these can still be resumed.
-_RESUME_NEUTRAL = {"input_dir", "output_dir", "compile", "on_nonfinite", "nproc_per_node", "log_every", "checkpoint_every", "keep_checkpoints", "eval_batches", "device"}
+_RESUME_NEUTRAL = {"input_dir", "output_dir", "compile", "on_nonfinite", "nproc_per_node", "log_every", "checkpoint_every", "keep_checkpoints", "eval_batches", "device", "snapshot_steps"}
 
 
 @dataclass(frozen=True)
@@ -512,6 +513,7 @@ def pretrain(cfg: PretrainConfig, logger: MetricLogger | None = None, progress: 
         pin_memory=device.type == "cuda",
     )
     try:
+        snapshots = set(cfg.snapshot_steps)
         bar = tqdm(total=cfg.max_steps, initial=start_step, desc="pretrain", unit="step", disable=not progress)
         while step < cfg.max_steps:
             optimizer.zero_grad(set_to_none=True)
@@ -547,6 +549,11 @@ def pretrain(cfg: PretrainConfig, logger: MetricLogger | None = None, progress: 
             scheduler.step()
             step += 1
             bar.update(1)
+            if step in snapshots and ctx.is_main:
+                # The discriminator as it is at this step (electra compare fine-tunes each).
+                with atomic_dir(out_dir / "snapshots" / f"step-{step:07d}") as tmp:
+                    model.discriminator_for_export().save_pretrained(tmp)
+                    tokenizer.save_pretrained(tmp)
             if step % cfg.log_every == 0 or step == cfg.max_steps:
                 elapsed = max(1e-9, time.time() - window_start)
                 tokens_per_s = window_tokens / elapsed

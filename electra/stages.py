@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from electra.config import STAGES, Params
+from electra.config import OPTIONAL_STAGES, STAGES, Params
 from electra.files import write_json
 from electra.tracking import (
     PARENT_RUN_ENV,
@@ -70,6 +70,13 @@ def _register(params: Params, logger: MetricLogger, progress: bool, task: str | 
     return register(params, progress=progress)
 
 
+def _compare(params: Params, logger: MetricLogger, progress: bool, task: str | None = None) -> dict:
+    from electra.compare import compare
+
+    return compare(params.compare, params.pretrain, params.finetune, params.evaluate, logger=logger,
+                   progress=progress)
+
+
 STAGE_FUNCTIONS: dict[str, Callable[..., dict]] = {
     "ingest": _ingest,
     "tokenize": _tokenize,
@@ -77,8 +84,9 @@ STAGE_FUNCTIONS: dict[str, Callable[..., dict]] = {
     "finetune": _finetune,
     "evaluate": _evaluate,
     "register": _register,
+    "compare": _compare,
 }
-assert tuple(STAGE_FUNCTIONS) == STAGES
+assert tuple(STAGE_FUNCTIONS) == STAGES + OPTIONAL_STAGES
 # Stages that also run one task at a time (``finetune@sst2``): the Prefect fan-out and the
 # DVC ``foreach`` stages.
 PER_TASK_STAGES = ("finetune", "evaluate")
@@ -150,6 +158,8 @@ def _stage_inputs(stage: str, params: Params, task: str | None = None) -> list[s
         return [params.tokenize.input_dir, params.tokenize.vocab_file]
     if stage == "pretrain":
         return [params.pretrain.input_dir]
+    if stage == "compare":
+        return [params.compare.input_dir, params.finetune.data_dir]
     if stage == "finetune":
         ft = params.finetune
         return [ft.model_dir, ft.data_dir, ft.qa_file, ft.qa_dev_file or "", ft.ner_train_file, ft.ner_dev_file]
@@ -185,6 +195,10 @@ def stage_fingerprint(stage: str, params: Params, dvc_yaml: str | Path = "dvc.ya
     if stage == "evaluate":
         # Which tasks exist and how their dev sets are read are finetune params.
         digest.update(f"finetune:{params.section_hash('finetune')}\0".encode())
+    if stage == "compare":
+        # The encoder, optimizer and fine-tuning protocol compared are these sections'.
+        for section in ("pretrain", "finetune", "evaluate"):
+            digest.update(f"{section}:{params.section_hash(section)}\0".encode())
     for path in _stage_code(stage, Path(dvc_yaml)):
         digest.update(f"code:{path.name}:{sha256_file(path)}\0".encode())
     for raw in _stage_inputs(stage, params, task):
@@ -259,7 +273,7 @@ def run_stage(stage: str, params: Params, progress: bool = True, skip_unchanged:
     ``observer`` also receives the stage's metrics (a progress display, say).
     """
     if stage not in STAGE_FUNCTIONS:
-        raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
+        raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES + OPTIONAL_STAGES)}")
     _check_task(stage, params, task)
     rank = int(os.environ.get("RANK", "0"))
     if skip_unchanged and rank == 0:

@@ -563,12 +563,28 @@ def electra_finetune(task: str, params: Params | None = None, profile: str = "ti
 STAGE_FLOWS = {"pretrain": electra_pretrain, "finetune": electra_finetune}
 
 
+@flow(name="electra-compare", log_prints=True)
+def electra_compare(profile: str = "tiny", overrides: list[str] | None = None, force: bool = False,
+                    params_file: str = "params.yaml") -> dict:
+    """``electra compare`` as a flow: ELECTRA against masked LM at equal training FLOPs on the
+    tokenized corpus (run the pipeline's ingest and tokenize first). Publishes the report."""
+    params = resolve_params(profile, overrides, params_file, {})
+    with _flow_run_id_in_env():
+        result = _result(_stage_task("compare", params)("compare", params, force=force, return_state=True))
+    report = Path(result["report"])
+    if report.is_file():
+        create_markdown_artifact(key="electra-compare-report", markdown=report.read_text(encoding="utf-8"),
+                                 description=result.get("conclusion", ""))
+    return result
+
+
 def deployments_for(profile: str):
     """The deployments served for a profile: the pipeline and the two GPU stage flows."""
     return [
         electra_pipeline.to_deployment(name=profile, parameters={"profile": profile}, tags=["electra", profile]),
         *(f.to_deployment(name=profile, parameters={"profile": profile}, tags=["electra", profile, "gpu"])
           for f in STAGE_FLOWS.values()),
+        electra_compare.to_deployment(name=profile, parameters={"profile": profile}, tags=["electra", profile]),
     ]
 
 

@@ -1,0 +1,106 @@
+"""electra compare: the FLOP count, the equal-compute plan, the verdict, and the stage end to end
+on the micro budget (both objectives pretrained, snapshots fine-tuned, report and MLflow runs)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from electra.compare import conclusion, plan_budget, t_interval
+from electra.config import CompareConfig, ModelConfig, PretrainConfig
+from electra.model import flops_breakdown, training_flops_per_token
+
+
+def test_flop_breakdown_matches_a_hand_count_for_a_tiny_model():
+    cfg = ModelConfig(hidden_size=8, num_layers=2, num_heads=2, intermediate_size=16, embedding_size=4,
+                      generator_fraction=0.5)
+    seq, vocab, mask = 10, 50, 0.2
+    # Generator: width 4 (= embedding size: no projection), feed-forward 8, 2 layers.
+    #   attention per layer: 2*4*4*4 = 128 projections + 2*2*10*4 = 160 scores and values -> 2 * 288 = 576
+    #   feed-forward per layer: 2*2*4*8 = 128 -> 256
+    #   MLM head at 20% of tokens: 0.2 * (2*4*4 + 2*4*50) = 0.2 * 432 = 86.4
+    # Discriminator: width 8, projection from the 4-wide embeddings 2*4*8 = 64.
+    #   attention per layer: 2*4*8*8 = 512 + 2*2*10*8 = 320 -> 2 * 832 = 1664
+    #   feed-forward per layer: 2*2*8*16 = 512 -> 1024
+    #   head: 2*8*8 + 2*8*1 = 144
+    expected = {"generator.embeddings": 0, "generator.attention": 576, "generator.feed_forward": 256,
+                "generator.mlm_head": 86.4, "discriminator.embeddings": 64, "discriminator.attention": 1664,
+                "discriminator.feed_forward": 1024, "discriminator.head": 144}
+    assert flops_breakdown(cfg, seq, vocab, mask) == pytest.approx(expected)
+    assert training_flops_per_token(cfg, seq, vocab, mask) == pytest.approx(3 * sum(expected.values()))
+    # Masked LM: one discriminator-sized encoder with the MLM head (0.2 * (2*8*4 + 2*4*50) = 92.8).
+    mlm = {"encoder.embeddings": 64, "encoder.attention": 1664, "encoder.feed_forward": 1024, "encoder.mlm_head": 92.8}
+    assert flops_breakdown(cfg, seq, vocab, mask, "mlm") == pytest.approx(mlm)
+
+
+def _pretrain(**kw) -> PretrainConfig:
+    model = ModelConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, embedding_size=32,
+                        max_position_embeddings=128)
+    return PretrainConfig(model=model, batch_size=8, max_steps=100, warmup_steps=10, **kw)
+
+
+def test_one_budget_buys_more_masked_lm_steps_and_the_same_flops():
+    plans = plan_budget(CompareConfig(electra_steps=200, fractions=[0.25, 0.5, 1.0]), _pretrain(), 64, 30522)
+    electra, mlm = plans["electra"], plans["mlm"]
+    budget = 200 * electra.flops_per_step
+    assert electra.steps == 200 and mlm.steps > electra.steps
+    for plan in plans.values():
+        # Each run spends the budget to within one of its steps.
+        assert budget - plan.flops_per_step < plan.steps * plan.flops_per_step <= budget
+        assert plan.snapshot_steps == [round(f * plan.steps) for f in (0.25, 0.5, 1.0)]
+        assert plan.warmup_steps == round(0.1 * plan.steps)       # pretrain's 10/100 warm-up fraction
+        assert plan.tokens_per_step == 8 * 64
+    assert mlm.steps == int(budget // mlm.flops_per_step)
+
+
+def test_the_verdict_follows_the_paired_interval():
+    assert conclusion([0.70, 0.72, 0.71], [0.60, 0.61, 0.62], 0.95, 1e12)["verdict"] == "ELECTRA is better"
+    assert conclusion([0.60, 0.61, 0.62], [0.70, 0.72, 0.71], 0.95, 1e12)["verdict"] == "masked LM is better"
+    tie = conclusion([0.70, 0.60, 0.65], [0.66, 0.64, 0.66], 0.95, 1e12)
+    assert tie["verdict"] == "no significant difference" and tie["ci"][0] < 0 < tie["ci"][1]
+    assert "no significant difference" in tie["line"]
+    assert conclusion([0.7], [0.6], 0.95, 1e12)["verdict"].startswith("cannot tell")
+    mean, low, high = t_interval([1.0, 2.0, 3.0], 0.95)
+    assert mean == 2.0 and high - mean == pytest.approx(4.303 / math.sqrt(3), rel=1e-3)   # t(0.975, 2) = 4.303
+
+
+@pytest.mark.slow
+def test_compare_on_the_micro_budget_reports_both_objectives_with_nested_mlflow_runs(pretrained_micro, tmp_path):
+    from mlflow import MlflowClient
+
+    from electra.stages import run_stage
+    from tests.conftest import micro_params
+
+    tokenized = pretrained_micro / "outputs" / "tokenize"
+    params = micro_params(tmp_path, f"compare.input_dir={tokenized}", f"compare.output_dir={tmp_path}/compare")
+    result = run_stage("compare", params, progress=False)
+    report = json.loads((tmp_path / "compare" / "report" / "results.json").read_text())
+    plans = report["plans"]
+    assert plans["electra"]["steps"] == 8 and plans["mlm"]["steps"] > 8
+    rows = {(r["objective"], r["fraction"]): r for r in report["rows"]}
+    assert set(rows) == {(o, f) for o in ("electra", "mlm") for f in (0.5, 1.0)}
+    for row in rows.values():
+        assert set(row["tasks"]) == {"sst2", "rte"} and len(row["glue_by_seed"]) == 2
+        assert 0.0 <= row["glue"] <= 1.0 and row["glue_ci"][0] <= row["glue"] <= row["glue_ci"][1]
+    # Each snapshot is the discriminator at its step, and the two runs spent the same FLOPs.
+    for objective, plan in plans.items():
+        for step in plan["snapshot_steps"]:
+            assert (tmp_path / "compare" / objective / "pretrain" / "snapshots" / f"step-{step:07d}" /
+                    "model.safetensors").is_file()
+    electra_flops = plans["electra"]["steps"] * plans["electra"]["flops_per_step"]
+    assert abs(plans["mlm"]["steps"] * plans["mlm"]["flops_per_step"] - electra_flops) < plans["mlm"]["flops_per_step"]
+    text = (tmp_path / "compare" / "report" / "report.md").read_text()
+    assert result["conclusion"] in text and result["verdict"] in text
+    assert (tmp_path / "compare" / "report" / "glue_vs_flops.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # MLflow: the stage's run, and under it one run per objective and one per snapshot.
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    parent = client.get_run(result["mlflow_run_id"])
+    assert parent.info.run_name == "compare" and "electra.glue@1" in parent.data.metrics
+    children = client.search_runs([parent.info.experiment_id],
+                                  f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert {c.info.run_name for c in children} >= {"electra", "mlm", "electra@0.5", "electra@1", "mlm@0.5", "mlm@1"}
+    # A rerun finds every point's scores and pretraining done: the same report.
+    again = run_stage("compare", params, progress=False)
+    assert again["conclusion"] == result["conclusion"]
