@@ -284,7 +284,7 @@ def compare(cfg: CompareConfig, pretrain: PretrainConfig, finetune: FinetuneConf
         (tmp / "report.md").write_text(_report(rows, plans, final, cfg), encoding="utf-8")
         write_json(tmp / "results.json", {"plans": {k: asdict(v) for k, v in plans.items()}, "rows": rows,
                                           "conclusion": final})
-    logger.log_metrics({f"{r['objective']}.glue@{r['fraction']:g}": r["glue"] for r in rows}
+    logger.log_metrics({f"{r['objective']}.glue.{r['fraction']:g}": r["glue"] for r in rows}
                        | {"difference": final["difference"]})
     logger.log_artifacts(str(report_dir), "compare")
     return {

@@ -396,10 +396,12 @@ def dvc_commit(project: str) -> dict[str, Any]:
     import json
 
     dvc = shutil.which("dvc") or str(Path(sys.executable).with_name("dvc"))
-    commit = subprocess.run([dvc, "commit", "--force", "--quiet"], cwd=project, capture_output=True, text=True)
+    # The pipeline's dvc.yaml only: compare/dvc.yaml's stage is not the flow's to record.
+    commit = subprocess.run([dvc, "commit", "--force", "--quiet", "dvc.yaml"], cwd=project, capture_output=True,
+                            text=True)
     if commit.returncode != 0:
         raise RuntimeError(f"dvc commit failed in {project}: {commit.stderr.strip() or commit.stdout.strip()}")
-    status = subprocess.run([dvc, "status", "--json"], cwd=project, capture_output=True, text=True)
+    status = subprocess.run([dvc, "status", "--json", "dvc.yaml"], cwd=project, capture_output=True, text=True)
     changed = json.loads(status.stdout or "{}") if status.returncode == 0 else {"error": status.stderr}
     return {"clean": not changed, "status": changed}
 

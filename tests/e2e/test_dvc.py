@@ -222,7 +222,7 @@ def test_dvc_repro_end_to_end(tmp_path: Path) -> None:
     print(f"second dvc repro: {second.seconds:.1f}s")  # type: ignore[attr-defined]
     assert "Running stage" not in out, out
     assert UP_TO_DATE in out or all(_skipped(s) in out for s in STAGES), out
-    status = _run([dvc, "status"], copy, env)
+    status = _run([dvc, "status", "dvc.yaml"], copy, env)
     assert UP_TO_DATE in _output(status), _output(status)
 
     # 3. An experiment on a late param, against the committed baseline: only evaluate
@@ -251,13 +251,13 @@ def test_dvc_repro_end_to_end(tmp_path: Path) -> None:
     plots = _output(_run([dvc, "plots", "diff", "--json"], copy, env))
     for plot in ("pretrain_losses", "pretrain_accuracy", "outputs/evaluate/plots"):
         assert plot in plots, f"{plot} not in dvc plots diff:\n{plots[:2000]}"
-    assert UP_TO_DATE in _output(_run([dvc, "status"], copy, env))
+    assert UP_TO_DATE in _output(_run([dvc, "status", "dvc.yaml"], copy, env))
 
     # 4. The Prefect door in the same project: a change for register only, the flow (its own
     #    embedded Prefect server) skips every stage DVC ran (their records are shared), runs
     #    register, then `dvc commit`: DVC agrees with what the flow made.
     _set_yaml_line(copy / "params.yaml", "register", "approval_timeout_s", "3600")
-    assert set(json.loads(_run([dvc, "status", "--json"], copy, env).stdout)) == {"register"}
+    assert set(json.loads(_run([dvc, "status", "--json", "dvc.yaml"], copy, env).stdout)) == {"register"}
     flow_env = {**env, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                 "PREFECT_UI_ENABLED": "false"}
     flow_env.pop("PREFECT_API_URL", None)
@@ -270,7 +270,7 @@ def test_dvc_repro_end_to_end(tmp_path: Path) -> None:
         assert f"{stage} skipped: inputs, params and code unchanged" in out, f"{stage}:\n{out[-4000:]}"
     assert "register finished" in out, out[-4000:]
     assert "dvc.lock left alone" not in out, out[-4000:]
-    status = _run([dvc, "status"], copy, env)
+    status = _run([dvc, "status", "dvc.yaml"], copy, env)
     assert UP_TO_DATE in _output(status), _output(status)
     after = _output(_run([dvc, "repro"], copy, env, timeout=120))
     assert "Running stage" not in after, after

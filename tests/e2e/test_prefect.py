@@ -484,3 +484,34 @@ def test_data_stages_on_a_local_dask_cluster_give_the_single_machine_output(pref
     assert {stage: results[stage]["content_hash"] for stage in expected} == expected
     # The units ran as the stages' own nested flows, through the Dask task runner.
     assert len(unit_flows) == 2 and all(run.state.is_completed() for run in unit_flows)
+
+
+@pytest.mark.slow
+def test_compare_flow_runs_the_compare_stage_and_publishes_its_report(prefect_server, monkeypatch, tmp_path):
+    """The electra-compare flow's wiring: the compare stage as its task (the stage itself is
+    tested in tests/model/test_compare.py), its report published as a markdown artifact."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    import flows.pipeline as pipeline
+
+    calls = []
+
+    def fake_run_stage(stage, params, progress=True, skip_unchanged=False, task=None, observer=None):
+        calls.append((stage, params.compare.electra_steps))
+        report = tmp_path / "report.md"
+        report.write_text("# compared\n\nno significant difference\n")
+        return {"report": str(report), "conclusion": "no significant difference", "seconds": 0.0}
+
+    monkeypatch.setattr(pipeline, "run_stage", fake_run_stage)
+    api_url, _ = prefect_server
+    with temporary_settings({PREFECT_API_URL: api_url}):
+        state = pipeline.electra_compare(profile="micro", overrides=stage_dirs(tmp_path),
+                                         params_file=str(ROOT / "params.yaml"), return_state=True)
+        assert state.is_completed(), state
+        with get_client(sync_client=True) as client:
+            artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=["electra-compare-report"])))
+    assert calls == [("compare", 8)]      # the micro profile's budget
+    assert artifacts and "no significant difference" in artifacts[0].data

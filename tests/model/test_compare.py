@@ -14,24 +14,25 @@ from electra.model import flops_breakdown, training_flops_per_token
 
 
 def test_flop_breakdown_matches_a_hand_count_for_a_tiny_model():
-    cfg = ModelConfig(hidden_size=8, num_layers=2, num_heads=2, intermediate_size=16, embedding_size=4,
+    cfg = ModelConfig(hidden_size=16, num_layers=2, num_heads=2, intermediate_size=32, embedding_size=8,
                       generator_fraction=0.5)
     seq, vocab, mask = 10, 50, 0.2
-    # Generator: width 4 (= embedding size: no projection), feed-forward 8, 2 layers.
-    #   attention per layer: 2*4*4*4 = 128 projections + 2*2*10*4 = 160 scores and values -> 2 * 288 = 576
-    #   feed-forward per layer: 2*2*4*8 = 128 -> 256
-    #   MLM head at 20% of tokens: 0.2 * (2*4*4 + 2*4*50) = 0.2 * 432 = 86.4
-    # Discriminator: width 8, projection from the 4-wide embeddings 2*4*8 = 64.
-    #   attention per layer: 2*4*8*8 = 512 + 2*2*10*8 = 320 -> 2 * 832 = 1664
+    # Generator: width 8 (= embedding size: no projection), feed-forward 16, 2 layers.
+    #   attention per layer: 2*4*8*8 = 512 projections + 2*2*10*8 = 320 scores and values -> 2 * 832 = 1664
     #   feed-forward per layer: 2*2*8*16 = 512 -> 1024
-    #   head: 2*8*8 + 2*8*1 = 144
-    expected = {"generator.embeddings": 0, "generator.attention": 576, "generator.feed_forward": 256,
-                "generator.mlm_head": 86.4, "discriminator.embeddings": 64, "discriminator.attention": 1664,
-                "discriminator.feed_forward": 1024, "discriminator.head": 144}
+    #   MLM head at 20% of tokens: 0.2 * (2*8*8 + 2*8*50) = 0.2 * 928 = 185.6
+    # Discriminator: width 16, projection from the 8-wide embeddings 2*8*16 = 256.
+    #   attention per layer: 2*4*16*16 = 2048 + 2*2*10*16 = 640 -> 2 * 2688 = 5376
+    #   feed-forward per layer: 2*2*16*32 = 2048 -> 4096
+    #   head: 2*16*16 + 2*16*1 = 544
+    expected = {"generator.embeddings": 0, "generator.attention": 1664, "generator.feed_forward": 1024,
+                "generator.mlm_head": 185.6, "discriminator.embeddings": 256, "discriminator.attention": 5376,
+                "discriminator.feed_forward": 4096, "discriminator.head": 544}
     assert flops_breakdown(cfg, seq, vocab, mask) == pytest.approx(expected)
     assert training_flops_per_token(cfg, seq, vocab, mask) == pytest.approx(3 * sum(expected.values()))
-    # Masked LM: one discriminator-sized encoder with the MLM head (0.2 * (2*8*4 + 2*4*50) = 92.8).
-    mlm = {"encoder.embeddings": 64, "encoder.attention": 1664, "encoder.feed_forward": 1024, "encoder.mlm_head": 92.8}
+    # Masked LM: one discriminator-sized encoder with the MLM head (0.2 * (2*16*8 + 2*8*50) = 211.2).
+    mlm = {"encoder.embeddings": 256, "encoder.attention": 5376, "encoder.feed_forward": 4096,
+           "encoder.mlm_head": 211.2}
     assert flops_breakdown(cfg, seq, vocab, mask, "mlm") == pytest.approx(mlm)
 
 
@@ -78,7 +79,9 @@ def test_compare_on_the_micro_budget_reports_both_objectives_with_nested_mlflow_
     result = run_stage("compare", params, progress=False)
     report = json.loads((tmp_path / "compare" / "report" / "results.json").read_text())
     plans = report["plans"]
-    assert plans["electra"]["steps"] == 8 and plans["mlm"]["steps"] > 8
+    # No generator: a masked-LM step costs less (at this width both are mostly the vocabulary head).
+    assert plans["electra"]["steps"] == 8 and plans["mlm"]["steps"] >= 8
+    assert plans["mlm"]["flops_per_step"] < plans["electra"]["flops_per_step"]
     rows = {(r["objective"], r["fraction"]): r for r in report["rows"]}
     assert set(rows) == {(o, f) for o in ("electra", "mlm") for f in (0.5, 1.0)}
     for row in rows.values():
@@ -97,10 +100,28 @@ def test_compare_on_the_micro_budget_reports_both_objectives_with_nested_mlflow_
     # MLflow: the stage's run, and under it one run per objective and one per snapshot.
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     parent = client.get_run(result["mlflow_run_id"])
-    assert parent.info.run_name == "compare" and "electra.glue@1" in parent.data.metrics
+    assert parent.info.run_name == "compare" and "electra.glue.1" in parent.data.metrics
     children = client.search_runs([parent.info.experiment_id],
                                   f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert {c.info.run_name for c in children} >= {"electra", "mlm", "electra@0.5", "electra@1", "mlm@0.5", "mlm@1"}
     # A rerun finds every point's scores and pretraining done: the same report.
     again = run_stage("compare", params, progress=False)
     assert again["conclusion"] == result["conclusion"]
+
+
+def test_the_masked_lm_count_matches_the_mlm_models_matmul_weights():
+    """As test_objective's check for ELECTRA: 2 FLOPs per matmul weight per token, the vocabulary
+    head at the masked positions only, attention scores and values on top."""
+    import torch
+
+    from electra.model import ElectraPretrainer
+
+    cfg = ModelConfig(hidden_size=64, num_layers=3, num_heads=4, intermediate_size=256, embedding_size=32)
+    model = ElectraPretrainer(cfg, 30522, 0, 103, [0, 100, 101, 102, 103], objective="mlm")
+    seq_len, mask_prob = 16, 0.15
+    encoder = model.generator
+    weights = sum(m.weight.numel() for m in encoder.electra.modules() if isinstance(m, torch.nn.Linear))
+    head = encoder.generator_predictions.dense.weight.numel() + encoder.generator_lm_head.weight.numel()
+    forward = 2 * weights + mask_prob * 2 * head + 4 * seq_len * encoder.config.hidden_size * cfg.num_layers
+    assert encoder.config.hidden_size == 64     # the masked LM is discriminator-sized
+    assert training_flops_per_token(cfg, seq_len, 30522, mask_prob, "mlm") == pytest.approx(3 * forward, rel=1e-3)
