@@ -224,6 +224,11 @@ def test_dvc_repro_end_to_end(tmp_path: Path) -> None:
     assert UP_TO_DATE in out or all(_skipped(s) in out for s in STAGES), out
     status = _run([dvc, "status", "dvc.yaml"], copy, env)
     assert UP_TO_DATE in _output(status), _output(status)
+    # `electra compare` has a pipeline file of its own, outside `dvc repro`'s default; its
+    # stage would run the CLI on the tokenized corpus the pipeline made, and nothing upstream.
+    dry = _output(_run([dvc, "repro", "--dry", "compare/dvc.yaml"], copy, env))
+    assert _running("compare/dvc.yaml:compare") in dry and "electra compare --no-progress" in dry, dry
+    assert not any(_running(stage) in dry for stage in UPSTREAM), dry
 
     # 3. An experiment on a late param, against the committed baseline: only evaluate
     #    changed by itself; it rewrites outputs/evaluate/run.json (a new MLflow run id, which
