@@ -199,7 +199,9 @@ def _report(rows: list[dict], plans: dict[str, Plan], final: dict, cfg: CompareC
     level = f"{cfg.confidence:.0%}"
     lines = ["# Replaced-token detection vs masked LM at equal compute", "", f"**{final['line']}**", "",
              f"GLUE dev score (mean of {', '.join(cfg.tasks)}; CoLA MCC, STS-B Spearman, accuracy elsewhere), "
-             f"mean over {cfg.seeds} fine-tuning seeds with its {level} Student-t interval, in points.", "",
+             f"mean over {cfg.seeds} fine-tuning seeds with its {level} Student-t interval, in points. "
+             "The intervals cover the fine-tuning seeds only: each objective is pretrained once, so the "
+             "variation between pretraining runs is not in them.", "",
              "| objective | fraction | step | training FLOPs | GLUE | " + " | ".join(cfg.tasks) + " |",
              "|---|---|---|---|---|" + "---|" * len(cfg.tasks)]
     for r in rows:
