@@ -19,7 +19,7 @@ of ``batch_size x grad_accum_steps`` sequences of ``max_seq_length``).
 Output layout (``compare.output_dir``)::
 
     electra/pretrain/            the ELECTRA run (snapshots/step-NNNNNNN/ among its outputs)
-    electra/step-NNNNNNN/        fine-tuned models, dev predictions, scores.json
+    electra/step-NNNNNNN/        fine-tuning results and dev predictions (not the weights), scores.json
     mlm/...                      the same for the MLM run
     report.md                    table, FLOP count, conclusion
     glue_vs_flops.png            GLUE score against training FLOPs, both objectives
@@ -38,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -165,6 +166,10 @@ def _score_point(snapshot: Path, point_dir: Path, cfg: CompareConfig, finetune: 
         finetune_task(ft, task, logger=logger, progress=progress)
         result = evaluate_task(task, ev, ft, device, logger)
         scores[task] = {seed: float(run["main"]) for seed, run in result["seeds"].items()}
+        # The scores and dev predictions are what the comparison keeps; the fine-tuned weights
+        # (snapshots x tasks x seeds x 2 models: gigabytes at ELECTRA-Small) are not.
+        for model_dir in (Path(ft.output_dir) / task).glob("seed-*/model"):
+            shutil.rmtree(model_dir)
     write_json(done, {"key": key, "scores": scores})
     return scores
 

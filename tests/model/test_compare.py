@@ -92,6 +92,9 @@ def test_compare_on_the_micro_budget_reports_both_objectives_with_nested_mlflow_
         for step in plan["snapshot_steps"]:
             assert (tmp_path / "compare" / objective / "pretrain" / "snapshots" / f"step-{step:07d}" /
                     "model.safetensors").is_file()
+    # Only scores and predictions of the fine-tuned models are kept, not their weights.
+    assert list((tmp_path / "compare").rglob("predictions/sst2/seed-*.jsonl"))
+    assert not list((tmp_path / "compare").rglob("finetune/*/seed-*/model"))
     electra_flops = plans["electra"]["steps"] * plans["electra"]["flops_per_step"]
     assert abs(plans["mlm"]["steps"] * plans["mlm"]["flops_per_step"] - electra_flops) < plans["mlm"]["flops_per_step"]
     text = (tmp_path / "compare" / "report" / "report.md").read_text()
