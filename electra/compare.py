@@ -255,8 +255,7 @@ def compare(cfg: CompareConfig, pretrain: PretrainConfig, finetune: FinetuneConf
         run_cfg = PretrainConfig.model_validate({
             **pretrain.model_dump(), "objective": objective, "input_dir": cfg.input_dir,
             "output_dir": str(out / objective / "pretrain"), "max_steps": plan.steps,
-            "warmup_steps": plan.warmup_steps, "snapshot_steps": plan.snapshot_steps,
-            "checkpoint_every": min(pretrain.checkpoint_every, plan.snapshot_steps[0])})
+            "warmup_steps": plan.warmup_steps, "snapshot_steps": plan.snapshot_steps})
         with logger.child(f"{objective}", {"objective": objective, "role": "pretrain"}) as child:
             run_pretrain(run_cfg, logger=child, progress=progress)
         for fraction, step, flops in zip(cfg.fractions, plan.snapshot_steps, plan.snapshot_flops, strict=True):

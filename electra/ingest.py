@@ -272,24 +272,27 @@ def scan_source(path: Path) -> FileScan:
 def jsonl_texts(lines: Iterable[str], field: str, path: Path) -> Iterator[str]:
     """The text of each record of a JSON Lines file; a bad record is an error naming the
     file and line (a corpus with a broken export should not train on half of it)."""
-    import json
-
-    keys = field.split(".")
     for line_no, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            value = json.loads(line)
+            record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise IngestError(f"{path}:{line_no}: not a JSON record ({exc.msg})") from None
-        for key in keys:
-            if not isinstance(value, dict) or key not in value:
-                raise IngestError(f"{path}:{line_no}: the record has no field {field!r} "
-                                  f"(set ingest.jsonl_text_field)")
-            value = value[key]
-        if not isinstance(value, str):
-            raise IngestError(f"{path}:{line_no}: field {field!r} is {type(value).__name__}, not text")
-        yield value
+        yield record_text(record, field, f"{path}:{line_no}")
+
+
+def record_text(record: object, field: str, where: str) -> str:
+    """The text at ``field`` (dotted for a nested one) of a JSON Lines or dataset record;
+    a record without it is an error naming ``where`` (file and line, or source and record)."""
+    value = record
+    for key in field.split("."):
+        if not isinstance(value, dict) or key not in value:
+            raise IngestError(f"{where}: the record has no field {field!r} (set ingest.jsonl_text_field)")
+        value = value[key]
+    if not isinstance(value, str):
+        raise IngestError(f"{where}: field {field!r} is {type(value).__name__}, not text")
+    return value
 
 
 def _decode_line(line: bytes) -> tuple[str, str]:
@@ -542,15 +545,10 @@ HF_PREFIX = "hf:"
 class FileJob:
     """What one worker needs to turn one input into documents: plain, picklable values only."""
 
-    source: str                # the ingest.sources entry it came from
     path: str                  # a file, or "hf:<dataset>[?name=..&split=..]"
     cache_dir: str
     version: str               # hash of the params and code the documents depend on
-    doc_separator_regex: str | None
-    min_sentence_chars: int
-    min_document_chars: int
-    max_sentence_chars: int
-    text_field: str
+    cfg: IngestConfig
 
 
 def parse_hf_source(source: str) -> tuple[str, dict[str, str]]:
@@ -578,26 +576,21 @@ def hf_texts(source: str, field: str) -> Iterator[str]:
     except Exception as exc:   # not found, offline, no such split: say which source
         raise IngestError(f"ingest.sources {source!r}: cannot open the dataset: {exc}") from exc
     for number, record in enumerate(stream):
-        value: object = record
-        for key in field.split("."):
-            value = value.get(key) if isinstance(value, dict) else None
-        if not isinstance(value, str):
-            raise IngestError(f"{source} record {number}: no text field {field!r} "
-                              f"(ingest.jsonl_text_field names the field of a record)")
-        yield value
+        yield record_text(record, field, f"{source} record {number}")
 
 
 def _documents_of(job: FileJob, path: Path, scan: FileScan | None) -> Iterator[list[str]]:
     """The file's documents as lists of normalised, filtered sentences (short ones included)."""
-    separator = re.compile(job.doc_separator_regex) if job.doc_separator_regex else None
+    cfg = job.cfg
+    separator = re.compile(cfg.doc_separator_regex) if cfg.doc_separator_regex else None
     if job.path.startswith(HF_PREFIX):
-        documents = (paragraphs for body in hf_texts(job.path, job.text_field)
+        documents = (paragraphs for body in hf_texts(job.path, cfg.jsonl_text_field)
                      for paragraphs in split_documents(normalize_text(body), separator))
     else:
         texts = (text for _, text, _ in decoded_blocks(path))
         if is_jsonl(path):
             # Each record is a document (or several, should its text hold separators).
-            documents = (paragraphs for body in jsonl_texts(split_lines(texts), job.text_field, path)
+            documents = (paragraphs for body in jsonl_texts(split_lines(texts), cfg.jsonl_text_field, path)
                          for paragraphs in split_documents(normalize_text(body), separator))
         else:
             documents = split_document_lines(split_lines(texts, normalize=True), separator, scan.one_per_line)
@@ -606,8 +599,8 @@ def _documents_of(job: FileJob, path: Path, scan: FileScan | None) -> Iterator[l
             piece
             for paragraph in paragraphs
             for s in split_sentences(paragraph)
-            for piece in split_long(s, job.max_sentence_chars)
-            if len(piece) >= job.min_sentence_chars
+            for piece in split_long(s, cfg.max_sentence_chars)
+            if len(piece) >= cfg.min_sentence_chars
         ]
 
 
@@ -641,7 +634,7 @@ def ingest_file(job: FileJob) -> dict:
     short = documents = 0
     with atomic_open(cache / f"{key}.txt", "w", encoding="utf-8") as handle:
         for sentences in _documents_of(job, path, scan):
-            if not sentences or sum(len(s) for s in sentences) < job.min_document_chars:
+            if not sentences or sum(len(s) for s in sentences) < job.cfg.min_document_chars:
                 short += 1
                 continue
             handle.write("\n".join(sentences) + "\n\n")
@@ -744,10 +737,8 @@ def ingest(cfg: IngestConfig, progress: bool = True) -> dict:
         if not source.startswith(HF_PREFIX) and _outside_corpus(path, roots.setdefault(source, _source_root(source))):
             outside[number] = f"symlink to {path.resolve()}, outside the corpus folder {source}"
         else:
-            jobs.append(FileJob(source=source, path=source if source.startswith(HF_PREFIX) else str(path),
-                                cache_dir=str(cache), version=version, doc_separator_regex=cfg.doc_separator_regex,
-                                min_sentence_chars=cfg.min_sentence_chars, min_document_chars=cfg.min_document_chars,
-                                max_sentence_chars=cfg.max_sentence_chars, text_field=cfg.jsonl_text_field))
+            jobs.append(FileJob(path=source if source.startswith(HF_PREFIX) else str(path), cache_dir=str(cache),
+                                version=version, cfg=cfg))
     results = map_units(ingest_file, jobs, cfg.workers)
     used: set[str] = set()
     from_cache = 0

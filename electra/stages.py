@@ -171,12 +171,15 @@ def _stage_inputs(stage: str, params: Params, task: str | None = None) -> list[s
 
 
 def _stage_code(stage: str, dvc_yaml: Path) -> list[Path]:
-    """The stage's code as ``dvc.yaml`` lists it; without a dvc.yaml, all of ``electra/``."""
-    package = Path(__file__).resolve().parent
-    if dvc_yaml.is_file():
-        import yaml
+    """The stage's code as DVC lists it: in ``dvc.yaml``, or for a stage outside the
+    pipeline (``compare``) in ``<stage>/dvc.yaml`` beside it; else all of ``electra/``."""
+    import yaml
 
-        entry = (yaml.safe_load(dvc_yaml.read_text()) or {}).get("stages", {}).get(stage, {}) or {}
+    package = Path(__file__).resolve().parent
+    for pipeline_file in (dvc_yaml, dvc_yaml.parent / stage / "dvc.yaml"):
+        if not pipeline_file.is_file():
+            continue
+        entry = (yaml.safe_load(pipeline_file.read_text()) or {}).get("stages", {}).get(stage, {}) or {}
         deps = entry.get("do", entry).get("deps", [])  # a foreach stage keeps its deps under `do`
         code = [package / Path(d).name for d in deps if isinstance(d, str) and d.startswith("electra/")]
         if code:

@@ -258,12 +258,7 @@ class UnitJob:
     tokenizer_file: str        # tokenizer.json
     tokenizer_hash: str        # its sha256 (a worker's loaded tokenizer is keyed by it)
     out_dir: str               # the unit's cache folder
-    max_seq_length: int
-    short_seq_prob: float
-    validation_fraction: float
-    seed: int
-    shard_examples: int
-    max_examples: int | None
+    cfg: TokenizeConfig
     special_ids: tuple[int, int, int]   # cls, sep, pad
     id_dtype: str
 
@@ -292,23 +287,24 @@ def tokenize_unit(job: UnitJob) -> dict:
     cls_id, sep_id, pad_id = job.special_ids
     # Seeded by content, not by position: a unit's examples do not depend on which shards
     # came before it, so adding shards leaves the units of the old ones valid.
-    rng = random.Random(f"{job.seed}:{job.shard_hash}")
+    cfg = job.cfg
+    rng = random.Random(f"{cfg.seed}:{job.shard_hash}")
     produced = documents = 0
     validation_rows: list[int] = []     # the unit's order of production, for a max_examples cut
     with atomic_dir(out) as tmp:
-        writers = {split: _ShardedArrayWriter(tmp / split, job.max_seq_length, pad_id, np.dtype(job.id_dtype),
-                                              job.shard_examples) for split in SPLITS}
+        writers = {split: _ShardedArrayWriter(tmp / split, cfg.max_seq_length, pad_id, np.dtype(job.id_dtype),
+                                              cfg.shard_examples) for split in SPLITS}
         for document, sentence_ids in encoded_documents(shard_documents(job.shard), backend):
             documents += 1
-            split = "validation" if _is_validation(document, job.validation_fraction, job.seed) else "train"
-            for example in pack_document(sentence_ids, job.max_seq_length, cls_id, sep_id, rng, job.short_seq_prob):
+            split = "validation" if _is_validation(document, cfg.validation_fraction, cfg.seed) else "train"
+            for example in pack_document(sentence_ids, cfg.max_seq_length, cls_id, sep_id, rng, cfg.short_seq_prob):
                 writers[split].add(example)
                 if split == "validation":
                     validation_rows.append(produced)
                 produced += 1
-                if job.max_examples and produced >= job.max_examples:
+                if cfg.max_examples and produced >= cfg.max_examples:
                     break
-            if job.max_examples and produced >= job.max_examples:
+            if cfg.max_examples and produced >= cfg.max_examples:
                 break
         for writer in writers.values():
             writer.flush()
@@ -348,7 +344,8 @@ def _merge_split(units: list[tuple[dict, Path, int | None]], split: str, folder:
                 break
             name = f"{unit['index']:05d}-{part:03d}"
             src = {a: unit_dir / split / f"{a}-{part:05d}.npy" for a in ARRAYS}
-            rows = int(np.load(src["lengths"], mmap_mode="r").shape[0])
+            lengths = np.load(src["lengths"], mmap_mode="r")
+            rows = lengths.shape[0]
             if left is not None and left < rows:
                 # The last unit under tokenize.max_examples: its first rows only, as a new file.
                 for a in ARRAYS:
@@ -359,10 +356,9 @@ def _merge_split(units: list[tuple[dict, Path, int | None]], split: str, folder:
                     _place(src[a], folder / f"{a}-{name}.npy")
             if left is not None:
                 left -= rows
-            lengths = np.load(folder / f"lengths-{name}.npy", mmap_mode="r")
             index.append({"name": name, "rows": rows, "shard": unit["shard"]})
             examples += rows
-            tokens += int(lengths.sum())
+            tokens += int(lengths[:rows].sum())
     write_json(folder / "index.json", {"shards": index})
     return {"examples": examples, "tokens": tokens, "shards": len(index)}
 
@@ -418,7 +414,7 @@ def tokenize(cfg: TokenizeConfig, progress: bool = True) -> dict:
         jobs.append(UnitJob(index=index, shard=str(Path(cfg.input_dir) / name), shard_hash=shard_hash,
                             tokenizer_file=str(tokenizer_dir / "tokenizer.json"), tokenizer_hash=tokenizer_hash,
                             out_dir=str(cache / f"unit-{key}"),
-                            special_ids=(cls_id, sep_id, pad_id), id_dtype=id_dtype.name, **settings))
+                            cfg=cfg, special_ids=(cls_id, sep_id, pad_id), id_dtype=id_dtype.name))
 
     # Units in shard order; under max_examples, only until the cap is reached.
     kept: list[tuple[dict, Path, int | None]] = []
@@ -490,12 +486,11 @@ class PackedDataset:
     def __init__(self, folder: str | Path, split: str = "train") -> None:
         root = Path(folder) / split
         index = root / "index.json"
-        if index.is_file():
-            names = [entry["name"] for entry in read_json(index)["shards"]]
-        else:
-            names = [p.name[len("input_ids-"):-len(".npy")] for p in sorted(root.glob("input_ids-*.npy"))]
+        if not index.is_file():
+            raise FileNotFoundError(f"{index}: not found; run `electra tokenize` first")
+        names = [entry["name"] for entry in read_json(index)["shards"]]
         if not names:
-            raise FileNotFoundError(f"{root}: no input_ids-*.npy shards; run `electra tokenize` first")
+            raise FileNotFoundError(f"{index}: lists no shards; run `electra tokenize` first")
         self.input_ids = [np.load(root / f"input_ids-{n}.npy", mmap_mode="r") for n in names]
         self.token_type_ids = [np.load(root / f"token_type_ids-{n}.npy", mmap_mode="r") for n in names]
         self.offsets = np.cumsum([0] + [a.shape[0] for a in self.input_ids])
