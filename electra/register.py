@@ -317,13 +317,18 @@ def _promotion_lock(client, name: str) -> Iterator[None]:
                             f"Safe to delete when older than {LOCK_STALE_S:.0f} s.")
             break
         except MlflowException as err:
-            if err.error_code != "RESOURCE_ALREADY_EXISTS":
+            # RESOURCE_DOES_NOT_EXIST: the server's create met the holder's lock, then read
+            # it back to word its error after the holder had released it (MLflow's
+            # sqlalchemy store does that). The lock is free: try again after the pause.
+            if err.error_code not in ("RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST"):
                 raise
-        with contextlib.suppress(MlflowException):   # released meanwhile: just try again
-            held = client.get_registered_model(lock).tags or {}
-            if time.time() - float(held.get("since", "0")) > LOCK_STALE_S:
-                client.delete_registered_model(lock)
-                continue
+            released = err.error_code == "RESOURCE_DOES_NOT_EXIST"
+        if not released:
+            with contextlib.suppress(MlflowException):   # released meanwhile: just try again
+                held = client.get_registered_model(lock).tags or {}
+                if time.time() - float(held.get("since", "0")) > LOCK_STALE_S:
+                    client.delete_registered_model(lock)
+                    continue
         if time.monotonic() > deadline:
             raise TimeoutError(f"{name}: the promotion lock {lock!r} has been held for over {LOCK_WAIT_S:.0f} s")
         time.sleep(delay * (1 + random.random()))
