@@ -34,48 +34,54 @@ print(json.dumps({"version": version, "won": won}))
 """
 
 
+def race(client: MlflowClient, url: str, name: str, racers: int) -> None:
+    """Create ``name`` with a champion (version 1) and ``racers`` challengers, start one
+    process per challenger that moves champion from 1 at the same instant, and check the
+    outcome: one winner, whose story alone is in the history and the tags, and no lock left."""
+    import mlflow
+
+    from electra.register import LOCK_SUFFIX, _move_champion
+
+    client.create_registered_model(name)
+    run = client.create_run(client.create_experiment(f"race-{name}")).info.run_id
+    for _ in range(racers + 1):
+        client.create_model_version(name, f"runs:/{run}/model", run_id=run)
+    mlflow.set_tracking_uri(url)
+    assert _move_champion(client, name, "1", None, "first", "promoted")
+
+    start = time.time() + 12.0            # after every racer has imported mlflow
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [subprocess.Popen([sys.executable, "-c", RACER, url, name, str(v), str(start)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for v in range(2, racers + 2)]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    winners = [r["version"] for r in results if r["won"]]
+    assert len(winners) == 1, results
+
+    champion = client.get_model_version_by_alias(name, "champion")
+    assert str(champion.version) == winners[0]
+    history = json.loads(client.get_registered_model(name).tags["champion.history"])
+    assert [h["version"] for h in history] == ["1", winners[0]]
+    for version in range(2, racers + 2):
+        tags = client.get_model_version(name, str(version)).tags
+        if str(version) == winners[0]:
+            assert tags["promoted.reason"] == f"racer {version}"
+        else:
+            assert "promoted.reason" not in tags
+    assert not client.search_registered_models(f"name = '{name}{LOCK_SUFFIX}'")
+
+
 def test_of_racers_that_compared_with_the_same_champion_exactly_one_moves_it(tmp_path):
     """Six processes gated their versions against champion 1 and move it at the same instant:
     one wins, the others see the champion moved (and would gate again); the history and
-    the version tags tell the winner's story only, and no lock is left behind."""
-    from electra.register import LOCK_SUFFIX, _move_champion
-
-    name, racers = "race-model", 6
+    the version tags tell the winner's story only, and no lock is left behind.
+    ``python -m tests.e2e.test_registry_race N`` runs N such races on one server."""
     with running_mlflow_server(tmp_path) as url:
-        client = MlflowClient(url)
-        client.create_registered_model(name)
-        run = client.create_run(client.create_experiment("race")).info.run_id
-        for _ in range(racers + 1):
-            client.create_model_version(name, f"runs:/{run}/model", run_id=run)
-        import mlflow
-
-        mlflow.set_tracking_uri(url)
-        assert _move_champion(client, name, "1", None, "first", "promoted")
-
-        start = time.time() + 12.0            # after every racer has imported mlflow
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        procs = [subprocess.Popen([sys.executable, "-c", RACER, url, name, str(v), str(start)],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-                 for v in range(2, racers + 2)]
-        results = []
-        for proc in procs:
-            out, err = proc.communicate(timeout=300)
-            assert proc.returncode == 0, err[-3000:]
-            results.append(json.loads(out.strip().splitlines()[-1]))
-        winners = [r["version"] for r in results if r["won"]]
-        assert len(winners) == 1, results
-
-        champion = client.get_model_version_by_alias(name, "champion")
-        assert str(champion.version) == winners[0]
-        history = json.loads(client.get_registered_model(name).tags["champion.history"])
-        assert [h["version"] for h in history] == ["1", winners[0]]
-        for version in range(2, racers + 2):
-            tags = client.get_model_version(name, str(version)).tags
-            if str(version) == winners[0]:
-                assert tags["promoted.reason"] == f"racer {version}"
-            else:
-                assert "promoted.reason" not in tags
-        assert not client.search_registered_models(f"name = '{name}{LOCK_SUFFIX}'")
+        race(MlflowClient(url), url, "race-model", racers=6)
 
 
 def test_a_lock_left_by_a_dead_holder_is_broken_once_stale(tmp_path, monkeypatch):
@@ -213,3 +219,20 @@ def mlflow_artifact_json(client: MlflowClient, run_id: str, path: str) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         return json.loads(Path(client.download_artifacts(run_id, path, tmp)).read_text())
+
+
+if __name__ == "__main__":
+    # Races are timing-dependent: many rounds find what one run in the suite may not.
+    import tempfile
+
+    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 10
+    failed = 0
+    with running_mlflow_server(Path(tempfile.mkdtemp())) as server:
+        for n in range(rounds):
+            try:
+                race(MlflowClient(server), server, f"race-{n}", racers=6)
+            except AssertionError as err:
+                failed += 1
+                print(f"round {n}: {str(err)[-600:]}")
+    print(f"{rounds - failed} of {rounds} races ended with one winner and no lock left")
+    sys.exit(1 if failed else 0)
