@@ -285,7 +285,8 @@ def _promotion_lock(client, name: str) -> Iterator[None]:
     server it is the registered model ``<name>.promotion-lock``: the registry's unique
     model name makes creating it an atomic test-and-set on the server's database, so two
     pipelines on different machines cannot both hold it. A holder that died keeps it
-    until it is ``LOCK_STALE_S`` old; the next pipeline then breaks it.
+    until it is ``LOCK_STALE_S`` old; the next pipeline then breaks it
+    (:func:`_break_stale_lock`).
     """
     uri = mlflow.get_tracking_uri()
     if uri.startswith("sqlite:///"):
@@ -327,18 +328,62 @@ def _promotion_lock(client, name: str) -> Iterator[None]:
             with contextlib.suppress(MlflowException):   # released meanwhile: just try again
                 held = client.get_registered_model(lock).tags or {}
                 if time.time() - float(held.get("since", "0")) > LOCK_STALE_S:
-                    client.delete_registered_model(lock)
+                    _break_stale_lock(client, lock, held)
                     continue
         if time.monotonic() > deadline:
             raise TimeoutError(f"{name}: the promotion lock {lock!r} has been held for over {LOCK_WAIT_S:.0f} s")
         time.sleep(delay * (1 + random.random()))
         delay = min(delay * 2, 1.0)
+    _sweep_tombstones(client, lock)
     try:
         yield
     finally:
         with contextlib.suppress(MlflowException):
             if (client.get_registered_model(lock).tags or {}).get("owner") == owner:
                 client.delete_registered_model(lock)
+
+
+def _tombstone(lock: str, held: dict[str, str]) -> str:
+    """The name a stale lock is renamed to when broken: one per lock instance (owner, time)."""
+    digest = hashlib.sha256(f"{held.get('owner', '')}@{held.get('since', '')}".encode()).hexdigest()[:12]
+    return f"{lock}.stale-{digest}"
+
+
+def _break_stale_lock(client, lock: str, held: dict[str, str]) -> bool:
+    """Break the lock instance whose tags were read as ``held``, and no other.
+
+    A delete by name would race: two pipelines read the same stale lock, one deletes it
+    and takes a fresh lock, then the other's delete removes that fresh lock and both hold
+    it. A rename to a name derived from the stale instance cannot: the second rename
+    targets the same name, which the first already holds, so the server refuses it
+    (``RESOURCE_ALREADY_EXISTS``) whichever lock is under ``lock`` by then. The
+    tombstone stays ``LOCK_STALE_S`` so that a late breaker still meets it.
+    Returns whether this call broke it.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.rename_registered_model(lock, _tombstone(lock, held))
+    except MlflowException as err:
+        if err.error_code in ("RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST"):
+            return False      # broken by another pipeline, or released meanwhile
+        raise
+    return True
+
+
+def _sweep_tombstones(client, lock: str) -> None:
+    """Delete the tombstones of broken locks once no late breaker can meet them."""
+    from mlflow.exceptions import MlflowException
+
+    if "'" in lock:           # not expressible in a search filter; tombstones stay
+        return
+    prefix = f"{lock}.stale-"
+    with contextlib.suppress(MlflowException):
+        for model in client.search_registered_models(f"name LIKE '{prefix}%'"):
+            age_s = time.time() - (model.last_updated_timestamp or 0) / 1000.0
+            if model.name.startswith(prefix) and age_s > LOCK_STALE_S:
+                with contextlib.suppress(MlflowException):
+                    client.delete_registered_model(model.name)
 
 
 def _history(client, name: str) -> list[dict[str, str]]:

@@ -111,6 +111,39 @@ def test_a_lock_left_by_a_dead_holder_is_broken_once_stale(tmp_path, monkeypatch
             register._move_champion(client, name, "1", "1", "blocked", "promoted")
 
 
+def test_two_pipelines_breaking_one_stale_lock_never_both_hold_it(tmp_path, monkeypatch):
+    """Two pipelines read the same dead holder's lock as stale. One breaks it and takes the
+    lock; the other's break, acting on its older read, must leave that fresh lock alone
+    (a delete by name would remove it, and both would hold the lock). The tombstone of the
+    broken lock is swept once no late breaker can meet it."""
+    import electra.register as register
+
+    name = "stale-race"
+    lock = f"{name}{register.LOCK_SUFFIX}"
+    with running_mlflow_server(tmp_path) as url:
+        import mlflow
+
+        mlflow.set_tracking_uri(url)
+        client = MlflowClient(url)
+        client.create_registered_model(lock, tags={"owner": "gone:1:x", "since": f"{time.time() - 600:.3f}"})
+        late_read = client.get_registered_model(lock).tags      # the second pipeline's view
+        monkeypatch.setattr(register, "LOCK_WAIT_S", 30.0)
+        with register._promotion_lock(client, name):             # the first pipeline broke it
+            mine = client.get_registered_model(lock).tags["owner"]
+            assert mine != "gone:1:x"
+            assert not register._break_stale_lock(client, lock, late_read)
+            assert client.get_registered_model(lock).tags["owner"] == mine
+        assert not client.search_registered_models(f"name = '{lock}'")
+        tombstones = [m.name for m in client.search_registered_models(f"name LIKE '{lock}.stale-%'")]
+        assert tombstones == [register._tombstone(lock, late_read)]
+        # Older than LOCK_STALE_S: the next holder sweeps it.
+        monkeypatch.setattr(register, "LOCK_STALE_S", 0.0)
+        time.sleep(0.05)
+        with register._promotion_lock(client, name):
+            pass
+        assert not client.search_registered_models(f"name LIKE '{lock}%'")
+
+
 # The discriminator only: a task model races the same way, and each registration costs ~25 s here.
 ONLY = ["finetune.tasks=[sst2]", "tracking.experiment=race", "register.register_finetuned=false"]
 MODEL = "electra-discriminator"
