@@ -365,10 +365,10 @@ def test_stereoset_fake_scorers_known_preferences(scorer, tokenizer, tmp_path, m
     # the pinned scores themselves: the mean log-prob (generator) / log sigmoid (discriminator) per piece
     # The reference in float64: an fp32 log_softmax over the 30,522-entry vocab is itself
     # ~1.4e-5 off on some CPUs (summation order), more than the tolerance below.
-    exact = table.double()
-    log_softmax = torch.log_softmax(exact, dim=0)
+    table64 = table.double()
+    log_softmax = torch.log_softmax(table64, dim=0)
     want = ((log_softmax[pieces[0]] + log_softmax[pieces[1]]) / 2 if scorer == "generator"
-            else (F.logsigmoid(exact[pieces[0]]) + F.logsigmoid(exact[pieces[1]])) / 2)
+            else (F.logsigmoid(table64[pieces[0]]) + F.logsigmoid(table64[pieces[1]])) / 2)
     token_scorer = bias.load_scorer("unused", scorer)
     ids, positions, exact = bias._candidate_pieces(tokenizer, STEREOSET_ROWS[3][2],
                                                    STEREOSET_ROWS[3][2].replace(bias.BLANK, TWO_PIECES), 512)
