@@ -22,11 +22,38 @@ app = typer.Typer(
     help="ELECTRA pipeline: ingest, tokenize, pretrain, finetune, evaluate, register.",
 )
 
+
+def _version(value: bool) -> None:
+    if value:
+        from electra import __version__
+
+        typer.echo(f"electra-pipeline {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    log_level: Annotated[str, typer.Option(
+        "--log-level", help="DEBUG, INFO, WARNING or ERROR: the pipeline's own messages (others: WARNING).",
+        case_sensitive=False)] = "INFO",
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """ELECTRA pipeline: ingest, tokenize, pretrain, finetune, evaluate, register."""
+    from electra.logs import setup_logging
+
+    try:
+        setup_logging(log_level)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--log-level") from None
+
 ProfileOpt = Annotated[str | None, typer.Option("--profile", "-p", help="Profile overlay: micro, tiny, small, base.")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", "-S", help="Override a param, e.g. -S pretrain.lr=3e-4 (repeatable).")]
 ParamsOpt = Annotated[str, typer.Option("--params", help="The params file.")]
 ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bars on long loops.")]
 ResolvedOpt = Annotated[str | None, typer.Option("--resolved", help="A resolved params snapshot (no profile, no overrides).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout (it is also in the "
+                                                      "stage's run.json).")]
 
 
 def _defaults_for_embedded_services() -> None:
@@ -44,8 +71,9 @@ def _load(params_file: str, profile: str | None, overrides: list[str] | None) ->
 
 
 def _run_one(stage: str, params_file: str, profile: str | None, overrides: list[str] | None, progress: bool,
-             resolved: str | None = None, task: str | None = None) -> None:
+             resolved: str | None = None, task: str | None = None, as_json: bool = False) -> None:
     from electra.stages import run_stage, stage_name
+    from electra.summary import stage_line
 
     _defaults_for_embedded_services()
     if resolved:
@@ -63,7 +91,10 @@ def _run_one(stage: str, params_file: str, profile: str | None, overrides: list[
     except (FileNotFoundError, ValueError) as exc:
         typer.echo(f"error: {stage_name(stage, task)}: {exc}", err=True)
         raise typer.Exit(code=1) from None
-    typer.echo(json.dumps(result, indent=2, default=str))
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, default=str))
+    else:
+        typer.echo(stage_line(stage, result, task), err=True)
 
 
 TaskOpt = Annotated[str | None, typer.Option(
@@ -83,8 +114,9 @@ def _make_stage_command(stage: str, doc: str):
             progress: ProgressOpt = True,
             resolved: ResolvedOpt = None,
             task: TaskOpt = None,
+            as_json: JsonOpt = False,
         ) -> None:
-            _run_one(stage, params, profile, set_, progress, resolved, task)
+            _run_one(stage, params, profile, set_, progress, resolved, task, as_json)
 
         per_task_command.__doc__ = doc
         per_task_command.__name__ = stage
@@ -96,8 +128,9 @@ def _make_stage_command(stage: str, doc: str):
         params: ParamsOpt = "params.yaml",
         progress: ProgressOpt = True,
         resolved: ResolvedOpt = None,
+        as_json: JsonOpt = False,
     ) -> None:
-        _run_one(stage, params, profile, set_, progress, resolved)
+        _run_one(stage, params, profile, set_, progress, resolved, as_json=as_json)
 
     command.__doc__ = doc
     command.__name__ = stage
@@ -125,9 +158,18 @@ def run_all(
     params: ParamsOpt = "params.yaml",
     progress: ProgressOpt = True,
     stages: Annotated[str | None, typer.Option(help="Comma-separated subset of stages, in order.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Run every stage, even one whose inputs, params and "
+                                                        "code are those of its last run.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Run the whole pipeline (or --stages) in this process, under one parent MLflow run."""
+    """Run the whole pipeline (or --stages) in this process, under one parent MLflow run.
+
+    A stage whose params, code and inputs are unchanged since its last run (by any door)
+    and whose outputs are untouched is skipped, as `dvc repro` would; --force runs it.
+    Ends with the summary table (`electra summary`).
+    """
     from electra.stages import run_pipeline
+    from electra.summary import stage_line, summary_text
 
     _defaults_for_embedded_services()
     cfg = _load(params, profile, set_)
@@ -138,15 +180,27 @@ def run_all(
         raise typer.Exit(code=2)
 
     def report(stage: str, result: dict) -> None:
-        typer.echo(f"[{stage}] done in {result['seconds']:.1f}s (MLflow run {result['mlflow_run_id']})", err=True)
+        typer.echo(stage_line(stage, result), err=True)
 
     try:
         with contextlib.redirect_stdout(sys.stderr):
-            results = run_pipeline(cfg, chosen, progress=progress, on_stage=report)
+            results = run_pipeline(cfg, chosen, progress=progress, on_stage=report, skip_unchanged=not force)
     except (FileNotFoundError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=1) from None
-    typer.echo(json.dumps(results, indent=2, default=str))
+    if as_json:
+        typer.echo(json.dumps(results, indent=2, default=str))
+    else:
+        typer.echo(summary_text(cfg))
+
+
+@app.command("summary")
+def summary_command(profile: ProfileOpt = None, set_: SetOpt = None, params: ParamsOpt = "params.yaml") -> None:
+    """The pipeline's headline results from its outputs: GLUE, QA/NER and bias with intervals,
+    the registered versions and their aliases, and how to open the registry UI."""
+    from electra.summary import summary_text
+
+    typer.echo(summary_text(_load(params, profile, set_)))
 
 
 def _registry(params_file: str, profile: str | None, overrides: list[str] | None) -> None:

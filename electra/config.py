@@ -58,6 +58,12 @@ class IngestConfig(_Frozen):
     # JSON Lines files (.jsonl, .ndjson, compressed or not): one document per record, its
     # text in this field (a dotted path reaches a nested one: "meta.body").
     jsonl_text_field: str = Field(default="text", min_length=1)
+    # A bad JSON Lines record (not JSON, no text at the field) is skipped and counted; a file
+    # with a larger share of bad records is skipped whole (a broken export, a misnamed field).
+    max_bad_record_fraction: float = Field(default=0.01, ge=0.0, le=1.0)
+    # A file that is not UTF-8 (nor marked by a BOM) is kept only when charset-normalizer finds
+    # its encoding with this confidence (1 - chaos) or more: never written as mojibake.
+    min_encoding_confidence: float = Field(default=0.9, ge=0.0, le=1.0)
     # Near-duplicate documents (word 5-gram Jaccard about this or more), by MinHash + LSH.
     near_dedup: bool = False
     near_dedup_threshold: float = Field(default=0.8, gt=0.0, lt=1.0)
@@ -489,7 +495,10 @@ def load_params(
     :class:`ConfigError` with the offending field named.
     """
     params_path = Path(params_file)
-    raw = _read_yaml(params_path) if params_path.exists() else {}
+    if not params_path.is_file():
+        # Running on silent defaults would train something nobody asked for.
+        raise ConfigError(f"params file {params_path} not found (run from the project root, or pass --params)")
+    raw = _read_yaml(params_path)
     chosen = profile or raw.get("profile") or "tiny"
     profiles_root = Path(profiles_dir) if profiles_dir else params_path.parent / "profiles"
     profile_path = profiles_root / f"{chosen}.yaml"

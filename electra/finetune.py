@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import random
 import re
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,6 +31,7 @@ import torch
 from electra.config import FinetuneConfig
 from electra.files import atomic_dir, write_json
 from electra.glue import Example, TaskSpec, get_task, read_task, task_file
+from electra.logs import StepLog, expected_new_head
 from electra.runtime import linear_warmup_decay, resolve_device
 from electra.tracking import MetricLogger, NullLogger
 
@@ -241,7 +243,10 @@ def train_loop(
     losses: list[float] = []
     curve: list[dict[str, float]] = []
     step = 0
-    bar = tqdm(total=total_steps, desc=f"finetune {name}", disable=not progress, unit="step")
+    # A bar on a terminal; elsewhere (DVC, CI, a worker's log) a line every few seconds.
+    on_terminal = progress and sys.stderr.isatty()
+    bar = tqdm(total=total_steps, desc=f"finetune {name}", disable=not on_terminal, unit="step")
+    step_log = StepLog(f"finetune {name}", total_steps, enabled=not on_terminal)
     try:
         while step < total_steps:
             for batch_idx in length_grouped_batches(lengths, batch_size, rng):
@@ -261,6 +266,7 @@ def train_loop(
                 losses.append(loss.item())
                 bar.update(1)
                 bar.set_postfix(loss=f"{losses[-1]:.4f}")
+                step_log.update(step, loss=losses[-1])
                 if step % LOG_EVERY == 0 or step == total_steps:
                     window = losses[-LOG_EVERY:]
                     curve.append({"step": step, "train_loss": sum(window) / len(window), "lr": lr_now})
@@ -299,16 +305,17 @@ def _load_model(cfg: FinetuneConfig, spec: TaskSpec):
             "id2label": dict(enumerate(spec.labels)),
             "label2id": {label: i for i, label in enumerate(spec.labels)},
         }
-    return ElectraForSequenceClassification.from_pretrained(
-        cfg.model_dir,
-        hidden_dropout_prob=cfg.dropout,
-        attention_probs_dropout_prob=cfg.dropout,
-        # None would fall back to hidden_dropout_prob anyway; explicit beats a stale pretrain value.
-        classifier_dropout=cfg.dropout,
-        # Fine-tune in fp32 whatever dtype the checkpoint was saved in.
-        dtype=torch.float32,
-        **label_kwargs,
-    )
+    with expected_new_head("the classifier head of a fine-tuning run"):
+        return ElectraForSequenceClassification.from_pretrained(
+            cfg.model_dir,
+            hidden_dropout_prob=cfg.dropout,
+            attention_probs_dropout_prob=cfg.dropout,
+            # None would fall back to hidden_dropout_prob anyway; explicit beats a stale pretrain value.
+            classifier_dropout=cfg.dropout,
+            # Fine-tune in fp32 whatever dtype the checkpoint was saved in.
+            dtype=torch.float32,
+            **label_kwargs,
+        )
 
 
 def _check_inputs(cfg: FinetuneConfig, tasks: Sequence[str] | None = None) -> dict[str, str]:

@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 import torch
 
 from electra.finetune import longest_first_batches, save_finetuned, seed_everything, train_loop
+from electra.logs import expected_new_head
 from electra.runtime import resolve_device
 from electra.tracking import MetricLogger, NullLogger
 
@@ -369,18 +370,19 @@ def entity_metrics(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]])
 def _load_model(model_dir: str | Path, labels: Sequence[str], dropout: float):
     from transformers import ElectraForTokenClassification
 
-    return ElectraForTokenClassification.from_pretrained(
-        model_dir,
-        num_labels=len(labels),
-        id2label=dict(enumerate(labels)),
-        label2id={label: i for i, label in enumerate(labels)},
-        hidden_dropout_prob=dropout,
-        attention_probs_dropout_prob=dropout,
-        # None would fall back to hidden_dropout_prob anyway; explicit beats a stale pretrain value.
-        classifier_dropout=dropout,
-        # Fine-tune in fp32 whatever dtype the checkpoint was saved in.
-        dtype=torch.float32,
-    )
+    with expected_new_head("the token-classification head of a NER run"):
+        return ElectraForTokenClassification.from_pretrained(
+            model_dir,
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={label: i for i, label in enumerate(labels)},
+            hidden_dropout_prob=dropout,
+            attention_probs_dropout_prob=dropout,
+            # None would fall back to hidden_dropout_prob anyway; explicit beats a stale pretrain value.
+            classifier_dropout=dropout,
+            # Fine-tune in fp32 whatever dtype the checkpoint was saved in.
+            dtype=torch.float32,
+        )
 
 
 def train_ner(

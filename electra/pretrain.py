@@ -24,6 +24,7 @@ import os
 import queue
 import shutil
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -35,6 +36,7 @@ import torch
 
 from electra.config import PretrainConfig
 from electra.files import atomic_dir, atomic_open, read_json, sha256_tree, write_json
+from electra.logs import StepLog
 from electra.model import ElectraPretrainer, matmul_flops_per_s, training_flops_per_token
 from electra.runtime import linear_warmup_decay, resolve_device, resolve_precision, tune_cpu_allocator
 from electra.tokenize import PackedDataset
@@ -514,7 +516,10 @@ def pretrain(cfg: PretrainConfig, logger: MetricLogger | None = None, progress: 
     )
     try:
         snapshots = set(cfg.snapshot_steps)
-        bar = tqdm(total=cfg.max_steps, initial=start_step, desc="pretrain", unit="step", disable=not progress)
+        # A bar on a terminal; elsewhere (DVC, CI, a worker's log) a line every few seconds.
+        on_terminal = progress and sys.stderr.isatty()
+        bar = tqdm(total=cfg.max_steps, initial=start_step, desc="pretrain", unit="step", disable=not on_terminal)
+        step_log = StepLog("pretrain", cfg.max_steps, start=start_step, enabled=ctx.is_main and not on_terminal)
         while step < cfg.max_steps:
             optimizer.zero_grad(set_to_none=True)
             finite = torch.ones((), dtype=torch.bool, device=device)
@@ -567,6 +572,8 @@ def pretrain(cfg: PretrainConfig, logger: MetricLogger | None = None, progress: 
                 logger.log_metrics({f"train/{k}": v for k, v in row.items() if k != "step"}, step=step)
                 bar.set_postfix(loss=f"{row.get('loss', float('nan')):.3f}")
                 window_rows, window_tokens, window_start = [], 0, time.time()
+            if history:
+                step_log.update(step, loss=history[-1].get("loss"), tokens_per_s=history[-1].get("tokens_per_s"))
             stopping = _any_rank(stop.is_set(), ctx)
             if step % cfg.checkpoint_every == 0 or stopping:
                 if ctx.is_main:

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from electra.finetune import longest_first_batches, save_finetuned, seed_everything, train_loop
+from electra.logs import expected_new_head
 from electra.runtime import resolve_device
 from electra.tracking import MetricLogger, NullLogger
 
@@ -616,13 +617,14 @@ def train_qa(
     lengths = [len(f["input_ids"]) for f in features]
     pad_id = _pad_id(tokenizer)
 
-    model = ElectraForQuestionAnswering.from_pretrained(
-        source,
-        hidden_dropout_prob=dropout,
-        attention_probs_dropout_prob=dropout,
-        # Fine-tune in fp32 whatever dtype the checkpoint was saved in.
-        dtype=torch.float32,
-    ).to(dev)
+    with expected_new_head("the span head of a QA run"):
+        model = ElectraForQuestionAnswering.from_pretrained(
+            source,
+            hidden_dropout_prob=dropout,
+            attention_probs_dropout_prob=dropout,
+            # Fine-tune in fp32 whatever dtype the checkpoint was saved in.
+            dtype=torch.float32,
+        ).to(dev)
 
     def make_batch(idx: list[int]) -> dict[str, torch.Tensor]:
         return collate([features[i] for i in idx], pad_id)  # carries start/end positions

@@ -311,7 +311,9 @@ def run_stage(stage: str, params: Params, progress: bool = True, skip_unchanged:
         mlflow.log_dict(result, f"{name.replace('@', '_')}_result.json")
         run_id = run.info.run_id
     output_dir = stage_output_dirs(stage, params, task)[0]
-    write_json(output_dir / "run.json", {"stage": name, "mlflow_run_id": run_id, "seconds": round(seconds, 3)})
+    # The result for scripts too (the CLI prints it with --json): run.json beside the outputs.
+    write_json(output_dir / "run.json", {"stage": name, "mlflow_run_id": run_id, "seconds": round(seconds, 3),
+                                         "result": result})
     full = {**result, "mlflow_run_id": run_id, "seconds": round(seconds, 3)}
     if fingerprint is not None:
         if stage in PER_TASK_STAGES and task is None:
@@ -399,13 +401,17 @@ def run_pretrain_distributed(params: Params) -> dict:
 
 
 def run_pipeline(params: Params, stages: list[str] | None = None, progress: bool = True,
-                 on_stage: Callable[[str, dict], Any] | None = None) -> dict[str, dict]:
-    """Run the stages in order (all by default) under one parent MLflow run."""
+                 on_stage: Callable[[str, dict], Any] | None = None, skip_unchanged: bool = False) -> dict[str, dict]:
+    """Run the stages in order (all by default) under one parent MLflow run.
+
+    With ``skip_unchanged`` a stage whose last run is still current is not run again
+    (see :func:`run_stage`).
+    """
     chosen = stages or list(STAGES)
     results: dict[str, dict] = {}
     with pipeline_run(params) as parent_id:
         for stage in chosen:
-            results[stage] = run_stage(stage, params, progress=progress)
+            results[stage] = run_stage(stage, params, progress=progress, skip_unchanged=skip_unchanged)
             if on_stage:
                 on_stage(stage, results[stage])
         results["pipeline"] = {"mlflow_run_id": parent_id}

@@ -31,7 +31,7 @@ def test_micro_pipeline_through_the_cli_registers_a_discriminator(tmp_path, mlfl
 
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server}
     overrides = sum((["-S", o] for o in stage_dirs(tmp_path)), [])
-    proc = _electra("run", "--profile", "micro", "--no-progress", *overrides, env=env)
+    proc = _electra("run", "--profile", "micro", "--no-progress", "--json", *overrides, env=env)
     assert proc.returncode == 0, proc.stderr[-4000:]
     results = json.loads(proc.stdout)
     for stage in ("ingest", "tokenize", "pretrain", "finetune", "evaluate", "register"):

@@ -99,16 +99,12 @@ def _output(proc: subprocess.CompletedProcess) -> str:
 
 
 def _git_files(root: Path) -> list[str]:
-    """What a new clone would get: tracked files, plus untracked files that are not ignored."""
-    listed = []
-    for extra in ([], ["--others", "--exclude-standard"]):
-        out = subprocess.run(["git", "ls-files", "-z", *extra], cwd=root, capture_output=True, check=True).stdout
-        names = [p for p in out.decode().split("\0") if p]
-        if extra:
-            # An uncommitted dvc.lock is a local run's by-product, not part of a clone.
-            names = [p for p in names if p != "dvc.lock"]
-        listed += names
-    return sorted({p for p in listed if (root / p).is_file()})  # skip deleted-but-tracked files
+    """What a new clone gets: the files git tracks (their working-tree contents), and
+    nothing else, so that no run's by-products in the user's checkout (outputs, dvc.lock,
+    metrics) leak into the copy. A new file must be `git add`-ed to be tested here."""
+    out = subprocess.run(["git", "ls-files", "-z"], cwd=root, capture_output=True, check=True).stdout
+    names = [p for p in out.decode().split("\0") if p]
+    return sorted(p for p in names if (root / p).is_file())  # skip deleted-but-tracked files
 
 
 def _default_remote_url(root: Path) -> tuple[str, str]:
@@ -234,7 +230,9 @@ def test_dvc_repro_end_to_end(tmp_path: Path) -> None:
     #    changed by itself; it rewrites outputs/evaluate/run.json (a new MLflow run id, which
     #    register records as lineage), so register reruns too; nothing upstream does.
     # What DVC leaves to git (cache: false) is committed with dvc.lock; .gitignore lets it.
-    _run(["git", "add", "dvc.lock", "outputs/evaluate/metrics.json", "outputs/pretrain/metrics.json",
+    # They are git-ignored (a run leaves a clone clean): versioning a run adds them by force.
+    _run(["git", "add", "dvc.lock"], copy, env)
+    _run(["git", "add", "-f", "outputs/evaluate/metrics.json", "outputs/pretrain/metrics.json",
           "outputs/pretrain/history.csv"], copy, env)
     _run(["git", "commit", "-q", "-m", "baseline"], copy, env)
     experiment = _run([dvc, "exp", "run", "-S", "profiles/micro.yaml:evaluate.max_eval_examples=64"], copy, env,
@@ -281,3 +279,15 @@ def test_dvc_repro_end_to_end(tmp_path: Path) -> None:
     assert "Running stage" not in after, after
     assert "approval_timeout_s: 3600" in (copy / "dvc.lock").read_text(), \
         "dvc.lock does not record the params the flow ran with"
+
+
+def test_the_copy_is_what_a_clone_gets_whatever_the_checkout_holds(tmp_path: Path) -> None:
+    """A run's by-products in the user's checkout (untracked, even un-ignored) stay out."""
+    repo = tmp_path / "checkout"
+    (repo / "outputs" / "evaluate").mkdir(parents=True)
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    (repo / "dvc.yaml").write_text("stages: {}\n")
+    subprocess.run(["git", "add", "dvc.yaml"], cwd=repo, check=True)
+    (repo / "dvc.lock").write_text("schema: '2.0'\n")
+    (repo / "outputs" / "evaluate" / "metrics.json").write_text("{}")
+    assert _git_files(repo) == ["dvc.yaml"]

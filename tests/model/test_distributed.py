@@ -24,7 +24,7 @@ OVERRIDES = ["pretrain.max_steps=3", "pretrain.batch_size=8", "pretrain.precisio
 
 def _pretrain_cmd(tmp, launcher: list[str]) -> list[str]:
     sets = [a for o in [*stage_dirs(tmp), *OVERRIDES] for a in ("-S", o)]
-    return [*launcher, "-m", "electra.cli", "pretrain", "--profile", "micro", "--no-progress", *sets]
+    return [*launcher, "-m", "electra.cli", "pretrain", "--profile", "micro", "--no-progress", "--json", *sets]
 
 
 @pytest.mark.slow
