@@ -646,10 +646,10 @@ _OUTCOMES = {
 }
 
 
-def _gate(gate: Mapping[str, Any]) -> list[str]:
-    lines = ["", "## Promotion gate", ""]
+def _gate_summary(gate: Mapping[str, Any] | None) -> str:
+    """'**Gate passed** (n of m checks passed): outcome. Compared with ...', one line."""
     if not isinstance(gate, Mapping) or not gate:
-        return lines + ["No gate decision was recorded for this version."]
+        return "No gate decision was recorded for this version."
     passed = gate.get("passed")
     outcome = gate.get("outcome")
     checks = [c for c in gate.get("checks") or [] if isinstance(c, Mapping)]
@@ -659,9 +659,16 @@ def _gate(gate: Mapping[str, Any]) -> list[str]:
     if outcome:
         summary += f": {_OUTCOMES.get(outcome, f'`{outcome}`')}"
     compared = gate.get("compared_to")
-    summary += (f". Compared with champion version {compared}." if compared
-                else ". No earlier champion to compare with: floors and ceilings only.")
-    lines.append(summary)
+    return summary + (f". Compared with champion version {compared}." if compared
+                      else ". No earlier champion to compare with: floors and ceilings only.")
+
+
+def _gate(gate: Mapping[str, Any]) -> list[str]:
+    lines = ["", "## Promotion gate", ""]
+    if not isinstance(gate, Mapping) or not gate:
+        return lines + [_gate_summary(gate)]
+    checks = [c for c in gate.get("checks") or [] if isinstance(c, Mapping)]
+    lines.append(_gate_summary(gate))
     if checks:
         lines += [""] + _table(
             ["check", "kind", "metric", "value", "threshold", "result", "detail"],
@@ -678,6 +685,119 @@ def _lineage(lineage: Mapping[str, Any]) -> list[str]:
     if not lineage:
         return lines + ["No lineage was recorded for this version."]
     return lines + _table(["what", "value"], [[k, f"`{v}`"] for k, v in lineage.items()])
+
+
+# --------------------------------------------------------------------------- summary and description
+
+
+def _normalise(kind: str, task: str | None) -> str | None:
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
+    if kind in EXTRA_TASKS and not task:
+        task = kind
+    if kind == "glue" and not task:
+        raise ValueError("a GLUE model card needs its task (e.g. 'sst2')")
+    return task
+
+
+def card_summary(*, model_name: str, version: str, kind: str, task: str | None, gate: Mapping[str, Any] | None,
+                 lineage: Mapping[str, Any] | None, params: Mapping[str, Any] | None) -> str:
+    """The card's opening paragraph, one line: what the model is, which version, profile,
+    code and gate outcome. The registry description opens with the same text."""
+    task = _normalise(kind, task)
+    params = params if isinstance(params, Mapping) else {}
+    lineage = lineage if isinstance(lineage, Mapping) else {}
+    profile = params.get("profile") or lineage.get("profile")
+    what = ("the ELECTRA discriminator (pretrained encoder)" if kind == "discriminator"
+            else f"ELECTRA fine-tuned for {_task_info(task, params)['title']}")
+    facts = [f"Registered model `{model_name}`, version {version}", f"profile `{profile or 'unknown'}`"]
+    if lineage.get("git_commit"):
+        dirty = " (uncommitted changes)" if str(lineage.get("git_dirty")).lower() == "true" else ""
+        facts.append(f"code `{lineage['git_commit']}`{dirty}")
+    if isinstance(gate, Mapping) and gate.get("outcome"):
+        facts.append(f"gate outcome `{gate['outcome']}`")
+    return (f"{what[0].upper()}{what[1:]}, trained and registered by the ELECTRA pipeline "
+            "(ingest, tokenize, pretrain, finetune, evaluate, register). " + "; ".join(facts) + ".")
+
+
+def _interval(value: Any, low: Any, high: Any, scale: float = 1.0, decimals: int = 1) -> str | None:
+    """'v [lo, hi]' (times ``scale``, with ``decimals``), or None when the value is missing."""
+    v, lo, hi = _number(value), _number(low), _number(high)
+    if v is None:
+        return None
+    if lo is None or hi is None:
+        return f"{scale * v:.{decimals}f}"
+    return f"{scale * v:.{decimals}f} [{scale * lo:.{decimals}f}, {scale * hi:.{decimals}f}]"
+
+
+def _headline_bias(kind: str, task: str | None, metrics: Mapping[str, Any]) -> list[str]:
+    """One bullet per headline bias number: CrowS-Pairs of the generator for the discriminator,
+    the EEC gaps for the SST-2 model."""
+    bias = _clean_bias(metrics.get("bias")) or {}
+    out = []
+    if kind == "discriminator":
+        crows = (bias.get("crows") or {}).get("generator") or next(iter((bias.get("crows") or {}).values()), None)
+        if isinstance(crows, Mapping):
+            cell = _interval(crows.get("metric"), crows.get("ci95_low"), crows.get("ci95_high"))
+            if cell:
+                out.append(f"- CrowS-Pairs ({crows.get('scorer', 'generator')}), % stereotypical preferred "
+                           f"(50 is ideal): {cell}")
+    elif task == "sst2":
+        eec = bias.get("eec") or {}
+        for dim in ("gender", "race"):
+            section = eec.get(dim)
+            if isinstance(section, Mapping):
+                cell = _interval(section.get("mean_abs_gap"), section.get("mean_abs_gap_ci95_low"),
+                                 section.get("mean_abs_gap_ci95_high"), scale=100.0, decimals=2)
+                if cell:
+                    out.append(f"- EEC {dim} gap, mean |difference| in P(positive), points (0 is ideal): {cell}")
+    return out
+
+
+def render_description(*, model_name: str, version: str, kind: str, task: str | None, metrics: dict,
+                       gate: dict, lineage: dict, params: dict, card_link: str | None = None,
+                       card_uri: str | None = None) -> str:
+    """The registry UI's description of a version: short markdown a person reads first.
+
+    The card's summary paragraph, the headline results (each task's main metric with its
+    95% interval; the headline bias numbers), the gate outcome, then a link to the full
+    ``MODEL_CARD.md`` (``card_link``: an address the UI can open; ``card_uri``: the
+    ``runs:/`` URI, shown as text). No YAML front matter, no tables.
+    """
+    task = _normalise(kind, task)
+    metrics = metrics if isinstance(metrics, Mapping) else {}
+    params = params if isinstance(params, Mapping) else {}
+    lines = [card_summary(model_name=model_name, version=version, kind=kind, task=task, gate=gate,
+                          lineage=lineage, params=params), ""]
+    results = []
+    for t in _card_tasks(kind, task, metrics, params):
+        info = _task_info(t, params)
+        metric = METRIC_NAMES.get(info["main"], (info["main"], info["main"]))[1]
+        results.append(f"- {info['title']}, {metric}: {_result_cell(_task_section(metrics, t))}")
+    if kind == "discriminator":
+        glue = metrics.get("glue") if isinstance(metrics.get("glue"), Mapping) else {}
+        if _number(glue.get("score")) is not None:
+            results.append(f"- GLUE score (mean of the main metrics): {_pct(_number(glue.get('score')))}")
+    results += _headline_bias(kind, task, metrics)
+    if results:
+        lines += ["**Headline results** (dev sets, percent: median over fine-tuning seeds, then in brackets "
+                  "the 95% bootstrap interval over dev examples):", "", *results, ""]
+    else:
+        lines += ["**Headline results**: none recorded for this version.", ""]
+    lines.append(_gate_summary(gate))
+    checks = [c for c in ((gate or {}).get("checks") or []) if isinstance(c, Mapping) and not c.get("passed")]
+    if checks:
+        lines += ["", "Failed checks:", "",
+                  *[f"- {_md(c.get('name', '–'))}: {_md(c.get('detail') or c.get('threshold') or '')}"
+                    for c in checks]]
+    profile = params.get("profile") or (lineage or {}).get("profile")
+    if profile in DEMO_PROFILES:
+        lines += ["", f"Profile `{profile}`: a pipeline demonstration; expect results at or near chance."]
+    target = f"[MODEL_CARD.md]({card_link})" if card_link else "`MODEL_CARD.md`"
+    lines += ["", f"**Full model card** (intended use, data and licences, training recipe, every benchmark and "
+                  f"bias table, gate checks, lineage): {target}"
+              + (f", artifact `{card_uri}`." if card_uri else ".")]
+    return "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------------------- the card
@@ -706,12 +826,7 @@ def render_model_card(*, model_name: str, version: str, kind: str, task: str | N
     Raises:
         ValueError: for an unknown ``kind``, or a task model without a task.
     """
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
-    if kind in EXTRA_TASKS and not task:
-        task = kind
-    if kind == "glue" and not task:
-        raise ValueError("a GLUE model card needs its task (e.g. 'sst2')")
+    task = _normalise(kind, task)
     metrics = metrics if isinstance(metrics, Mapping) else {}
     params = params if isinstance(params, Mapping) else {}
     lineage = lineage if isinstance(lineage, Mapping) else {}
@@ -720,17 +835,9 @@ def render_model_card(*, model_name: str, version: str, kind: str, task: str | N
     shown = _card_datasets(datasets, kind, task)
 
     data_lines, flagged = _training_data(kind, task, tasks, metrics, params, licenses_md, shown)
-    what = ("the ELECTRA discriminator (pretrained encoder)" if kind == "discriminator"
-            else f"ELECTRA fine-tuned for {_task_info(task, params)['title']}")
-    facts = [f"Registered model `{model_name}`, version {version}", f"profile `{profile or 'unknown'}`"]
-    if lineage.get("git_commit"):
-        dirty = " (uncommitted changes)" if str(lineage.get("git_dirty")).lower() == "true" else ""
-        facts.append(f"code `{lineage['git_commit']}`{dirty}")
-    if isinstance(gate, Mapping) and gate.get("outcome"):
-        facts.append(f"gate outcome `{gate['outcome']}`")
     lines = [f"# {model_name} (version {version})", "",
-             f"{what[0].upper()}{what[1:]}, trained and registered by the ELECTRA pipeline "
-             "(ingest, tokenize, pretrain, finetune, evaluate, register). " + "; ".join(facts) + "."]
+             card_summary(model_name=model_name, version=version, kind=kind, task=task, gate=gate,
+                          lineage=lineage, params=params)]
     lines += _intended_use(kind, task, profile, flagged, params)
     lines += data_lines
     lines += _recipe(kind, task, params)

@@ -19,7 +19,7 @@ import yaml
 from electra import bias
 from electra.config import load_params
 from electra.evaluate import _summarise
-from electra.model_card import render_model_card
+from electra.model_card import render_description, render_model_card
 from tests.conftest import DATA, ROOT
 
 RNG = np.random.default_rng(3)
@@ -296,3 +296,75 @@ def test_unknown_kind_is_refused():
     with pytest.raises(ValueError, match="kind must be one of"):
         render_model_card(model_name="m", version="1", kind="mlm", task=None, metrics={}, gate={},
                           lineage={}, params={}, licenses_md=None, datasets=[])
+
+
+# --------------------------------------------------------------------------- registry description
+
+LINK = "#/experiments/1/runs/run-9/artifacts/model_cards/electra-sst2/MODEL_CARD.md"
+URI = "runs:/run-9/model_cards/electra-sst2/MODEL_CARD.md"
+
+
+def _description(metrics, params, **kw) -> str:
+    args = {"model_name": "electra-discriminator", "version": "4", "kind": "discriminator", "task": None,
+            "metrics": metrics, "gate": GATE, "lineage": LINEAGE, "params": params,
+            "card_link": LINK, "card_uri": URI}
+    args.update(kw)
+    return render_description(**args)
+
+
+def _card_summary(card: str) -> str:
+    """The card's first paragraph: the line after its title."""
+    body = card.split("---\n", 2)[2].splitlines()
+    assert body[0].startswith("# ")
+    return body[2]
+
+
+def test_description_opens_with_the_cards_summary_and_has_no_front_matter(metrics, params, licenses_md):
+    sst2 = {"model_name": "electra-sst2", "kind": "glue", "task": "sst2",
+            "gate": {**GATE, "passed": True, "outcome": "champion", "checks": GATE["checks"][:1]}}
+    text = _description(metrics, params, **sst2)
+    card = _card(metrics, params, licenses_md, **sst2)
+    assert text.startswith(_card_summary(card) + "\n")
+    assert _card_summary(card).startswith("ELECTRA fine-tuned for GLUE SST-2")
+    # Nothing the registry UI would render as a heading, a rule or a table; no YAML.
+    lines = text.splitlines()
+    assert not [line for line in lines if line.startswith(("#", "---", "|", "==="))]
+    assert "model-index" not in text and not [line for line in lines if re.match(r"[\w-]+:\s*$", line)]
+    assert not [line for line in lines if re.match(r"(language|license|tags|datasets|library_name):", line)]
+    # Headline metric with its interval, its bias headline, the gate outcome and the card link.
+    low, high = (100 * v for v in metrics["glue"]["sst2"]["main_ci"])
+    assert f"- GLUE SST-2, Accuracy: {100 * metrics['glue']['sst2']['main']:.1f} [{low:.1f}, {high:.1f}" in text
+    assert "- EEC gender gap" in text and "- CrowS-Pairs" not in text
+    assert "**Gate passed** (1 of 1 checks passed): promoted to `champion`" in text
+    assert f"[MODEL_CARD.md]({LINK})" in text and URI in text
+    assert lines[-1].startswith("**Full model card**")
+    # The card itself keeps its front matter.
+    assert card.startswith("---\n") and "model-index" in card
+
+
+def test_description_of_the_discriminator_lists_every_task_bias_and_failed_checks(metrics, params):
+    text = _description(metrics, params)
+    for title in ("GLUE CoLA, Matthews correlation", "GLUE SST-2, Accuracy", "GLUE STS-B, Spearman correlation",
+                  "Extractive QA, F1", "NER (entity-level), F1"):
+        assert re.search(rf"- {re.escape(title)}: \d+\.\d \[\d+\.\d, \d+\.\d", text), title
+    assert "- GLUE QNLI, Accuracy: not trained" in text
+    assert re.search(r"- GLUE score \(mean of the main metrics\): \d+\.\d", text)
+    assert re.search(r"- CrowS-Pairs \(generator\).*: \d+\.\d \[\d+\.\d, \d+\.\d\]", text)
+    assert "**Gate failed** (2 of 3 checks passed): kept as `challenger` (not promoted). " \
+           "Compared with champion version 3." in text
+    assert "- non-inferiority cola: paired CI [-0.041, 0.010] \\| 1043 shared" in text
+    assert f"Profile `{params['profile']}`: a pipeline demonstration" in text     # tiny: say so
+    assert len(text) < 4900
+
+
+def test_description_of_empty_inputs_and_a_demo_profile():
+    text = render_description(model_name="m", version="1", kind="ner", task=None, metrics={}, gate={},
+                              lineage={"profile": "micro"}, params={})
+    assert text.startswith("ELECTRA fine-tuned for NER (entity-level)")
+    assert "- NER (entity-level), F1: not evaluated" in text
+    assert "No gate decision was recorded for this version." in text
+    assert "Profile `micro`: a pipeline demonstration" in text
+    assert "`MODEL_CARD.md`" in text and "](" not in text        # no link without an address
+    with pytest.raises(ValueError, match="kind must be one of"):
+        render_description(model_name="m", version="1", kind="mlm", task=None, metrics={}, gate={},
+                           lineage={}, params={})
