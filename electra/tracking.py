@@ -83,14 +83,25 @@ def configure(cfg: TrackingConfig) -> str:
 
 
 def git_info(cwd: str | Path = ".") -> dict[str, str]:
-    """The git commit of the working tree and whether it has uncommitted changes."""
+    """The git commit of the working tree and whether it has uncommitted changes.
+
+    Outside a git checkout (a container image holds the code, not ``.git``) the commit
+    comes from ``ELECTRA_GIT_COMMIT`` / ``ELECTRA_GIT_DIRTY``, set when the image was built;
+    with neither, both say "unknown" (never a clean "false" nobody checked).
+    """
     def _git(*args: str) -> str:
-        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=30)
+        try:
+            out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):   # no git binary in the image
+            return ""
         return out.stdout.strip() if out.returncode == 0 else ""
 
-    commit = _git("rev-parse", "HEAD") or "unknown"
-    status = _git("status", "--porcelain", "--untracked-files=no")
-    return {"git_commit": commit, "git_dirty": str(bool(status)).lower()}
+    commit = _git("rev-parse", "HEAD")
+    if commit:
+        status = _git("status", "--porcelain", "--untracked-files=no")
+        return {"git_commit": commit, "git_dirty": str(bool(status)).lower()}
+    return {"git_commit": os.environ.get("ELECTRA_GIT_COMMIT") or "unknown",
+            "git_dirty": os.environ.get("ELECTRA_GIT_DIRTY") or "unknown"}
 
 
 def flatten(prefix: str, data: Any) -> dict[str, Any]:

@@ -38,3 +38,19 @@ def test_the_environment_outranks_params(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
     cfg = TrackingConfig(store_path=str(tmp_path / "a.db"), tracking_uri="http://127.0.0.1:5000")
     assert tracking_uri(cfg) == "http://127.0.0.1:5999"
+
+
+def test_lineage_outside_a_checkout_comes_from_the_image_build(tmp_path, monkeypatch):
+    """A container holds the code without .git: the commit baked in at build time is used,
+    and with none the lineage says unknown, never a clean tree nobody checked."""
+    from electra.tracking import git_info
+
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))   # no repo above tmp_path either
+    monkeypatch.delenv("ELECTRA_GIT_COMMIT", raising=False)
+    monkeypatch.delenv("ELECTRA_GIT_DIRTY", raising=False)
+    assert git_info(tmp_path) == {"git_commit": "unknown", "git_dirty": "unknown"}
+    monkeypatch.setenv("ELECTRA_GIT_COMMIT", "0123abc")
+    monkeypatch.setenv("ELECTRA_GIT_DIRTY", "false")
+    assert git_info(tmp_path) == {"git_commit": "0123abc", "git_dirty": "false"}
+    here = git_info(os.path.dirname(__file__))
+    assert len(here["git_commit"]) == 40 and here["git_dirty"] in ("true", "false")   # a checkout wins
