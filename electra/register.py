@@ -2,8 +2,11 @@
 
 The discriminator becomes a version of ``register.model_name`` (a pyfunc that
 returns per-token replaced-token probabilities), each fine-tuned model a
-version of ``<task_model_prefix><task>`` (``mlflow.transformers``,
-text-classification). Every version carries its lineage as tags and gets the
+version of ``<task_model_prefix><task>``: GLUE tasks answer label names (or the
+STS-B score) for a ``text`` (and ``text_pair``), QA the answer span, NER the
+entities of each sentence. All are pyfunc models logged as code
+(``electra/serving/``, :mod:`electra.pyfunc_models`), so they load and serve the
+same way (``mlflow models serve``). Every version carries its lineage as tags and gets the
 alias ``challenger``; ``champion`` moves to it only when every gate in
 ``params.yaml`` passes. Moving the alias is the last step, so a crash never
 leaves a half-promoted model.
@@ -50,11 +53,21 @@ SERVING_DIR = Path(__file__).resolve().parent / "serving"
 _REQUIREMENTS = ("torch", "transformers", "tokenizers", "numpy", "pandas", "mlflow")
 
 
-def _pip_requirements() -> list[str]:
+def public_version(version: str) -> str:
+    """``version`` without its PEP 440 local label: ``2.13.0+cpu`` -> ``2.13.0``.
+
+    A local label names a build that only its own index serves (PyTorch's CPU and CUDA
+    wheels); PyPI has the public release, so that is what a logged requirement pins.
+    """
+    return version.split("+", 1)[0]
+
+
+def pip_requirements() -> list[str]:
+    """The logged models' pip requirements: this environment's versions, installable from PyPI."""
     reqs = []
     for name in _REQUIREMENTS:
         try:
-            reqs.append(f"{name}=={importlib.metadata.version(name)}")
+            reqs.append(f"{name}=={public_version(importlib.metadata.version(name))}")
         except importlib.metadata.PackageNotFoundError:
             reqs.append(name)
     return reqs
@@ -96,17 +109,130 @@ def _log_qa_model(model_dir: str, run: dict, name: str):
     from mlflow.models import infer_signature
 
     example = pd.DataFrame({"question": ["Who cooked the meal?"], "context": ["The chef cooked the meal."]})
-    return mlflow.pyfunc.log_model(
-        name="finetuned-qa",
-        python_model=str(SERVING_DIR / "qa_model.py"),
-        artifacts={"model": model_dir},
-        model_config={"max_seq_length": run["max_seq_length"], "doc_stride": run.get("doc_stride", 128)},
+    return _log_pyfunc(
+        name="finetuned-qa", entry="qa_model.py", artifacts={"model": model_dir},
+        settings={"max_seq_length": run["max_seq_length"], "doc_stride": run.get("doc_stride", 128)},
         signature=infer_signature(example, pd.DataFrame({"answer": ["The chef"]})),
-        input_example=example,
-        pip_requirements=_pip_requirements(),
-        code_paths=[str(Path(__file__).resolve().parent)],
-        registered_model_name=name,
-    )
+        input_example=example, registered_model_name=name)
+
+
+def _log_pyfunc(*, name: str, entry: str, artifacts: dict[str, str], settings: dict | None = None, **kwargs):
+    """``mlflow.pyfunc.log_model`` of a model from code: ``electra/serving/<entry>``, with the
+    ``electra`` package shipped beside it (it loads without the package installed) and the
+    PyPI requirements. ``settings`` travel as the artifact ``settings`` (``serving.json``),
+    not as ``model_config``, which MLflow also logs as run params, where the settings of the
+    models registered by one run collide. Logging runs the model on its input example: quietly.
+    """
+    from electra.pyfunc_models import quiet_loading
+
+    with tempfile.TemporaryDirectory(prefix="electra-settings-") as tmp, quiet_loading():
+        if settings is not None:
+            path = Path(tmp) / "serving.json"
+            path.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+            artifacts = {**artifacts, "settings": str(path)}
+        return mlflow.pyfunc.log_model(
+            name=name,
+            python_model=str(SERVING_DIR / entry),
+            artifacts=artifacts,
+            pip_requirements=pip_requirements(),
+            code_paths=[str(Path(__file__).resolve().parent)],
+            **kwargs,
+        )
+
+
+# GLUE's label ids by name (the names of the Hugging Face ``glue`` dataset). SST-2, MRPC and
+# CoLA store ids ("0"/"1") in their TSVs; RTE and QNLI store the names themselves.
+GLUE_LABEL_NAMES = {
+    "sst2": ("negative", "positive"),
+    "mrpc": ("not_equivalent", "equivalent"),
+    "cola": ("unacceptable", "acceptable"),
+}
+
+
+def label_names(task: str) -> list[str] | None:
+    """The names a registered GLUE model answers, in label-id order; None for regression (STS-B)."""
+    from electra.glue import get_task
+
+    spec = get_task(task)
+    if spec.labels is None:
+        return None
+    names = list(GLUE_LABEL_NAMES.get(task, spec.labels))
+    if len(names) != spec.num_labels:
+        raise ValueError(f"{task}: {len(names)} label names for {spec.num_labels} labels")
+    return names
+
+
+def _labelled_copy(model_dir: str | Path, names: list[str] | None, target: Path) -> Path:
+    """``model_dir`` with ``id2label``/``label2id`` set to ``names`` in its config.json.
+
+    The weights are hard links where the file system allows (no copy of a large model);
+    config.json is a new file, so the fine-tuned model itself is left as it was.
+    """
+    def link_or_copy(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    shutil.copytree(model_dir, target, copy_function=link_or_copy)
+    if names is not None:
+        config_path = target / "config.json"
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        config["id2label"] = {str(i): label for i, label in enumerate(names)}
+        config["label2id"] = {label: i for i, label in enumerate(names)}
+        config_path.unlink()          # a hard link: never write through to the original
+        config_path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    return target
+
+
+def _log_glue_model(task: str, summary: dict, name: str):
+    """A GLUE model as a :class:`SequenceClassifierModel` pyfunc: ``text`` (+ ``text_pair``) in,
+    the label's name and probability (STS-B: the score) out."""
+    import pandas as pd
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types import ColSpec, DataType, Schema
+
+    from electra.glue import get_task
+
+    spec = get_task(task)
+    names = label_names(task)
+    if spec.is_pair:
+        example: Any = pd.DataFrame({"text": ["the chef cooked the meal ."],
+                                     "text_pair": ["the meal was cooked by the chef ."]})
+        inputs = Schema([ColSpec(DataType.string, "text"), ColSpec(DataType.string, "text_pair")])
+    else:
+        # One unnamed string column: a list of strings is accepted as well as a `text` column
+        # (MLflow refuses a plain list against a named column).
+        example = ["the chef cooked a wonderful meal ."]
+        inputs = Schema([ColSpec(DataType.string)])
+    output = (pd.DataFrame({"score": [2.5]}) if names is None
+              else pd.DataFrame({"label": [names[-1]], "score": [0.9]}))
+    signature = ModelSignature(inputs=inputs, outputs=infer_signature(None, output).outputs)
+    run = summary["runs"][str(summary["seeds"][0])]
+    with tempfile.TemporaryDirectory(prefix="electra-register-") as tmp:
+        model_dir = _labelled_copy(summary["model_dir"], names, Path(tmp) / "model")
+        return _log_pyfunc(
+            name=f"finetuned-{task}", entry="classifier_model.py", artifacts={"model": str(model_dir)},
+            settings={"task": task, "pair": spec.is_pair,
+                          "max_seq_length": int(run.get("max_seq_length", summary.get("max_seq_length", 128)))},
+            signature=signature, input_example=example, registered_model_name=name)
+
+
+def _log_ner_model(summary: dict, name: str):
+    """The NER model as a :class:`TokenClassifierModel` pyfunc: sentences in, entities out."""
+    import pandas as pd
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types import ColSpec, DataType, Schema
+
+    run = summary["runs"][str(summary["seeds"][0])]
+    example = ["she flew from paris to new york ."]
+    entity = {"entity_group": "location", "score": 0.9, "word": "paris", "start": 14, "end": 19}
+    signature = ModelSignature(inputs=Schema([ColSpec(DataType.string)]),
+                               outputs=infer_signature(None, pd.DataFrame({"entities": [[entity]]})).outputs)
+    return _log_pyfunc(
+        name="finetuned-ner", entry="ner_model.py", artifacts={"model": summary["model_dir"]},
+        settings={"max_seq_length": int(run.get("max_seq_length", summary.get("max_seq_length", 128)))},
+        signature=signature, input_example=example, registered_model_name=name)
 
 
 # --- lineage and datasets -------------------------------------------------------------------
@@ -220,21 +346,16 @@ _LINEAGE_PACKAGES = ("electra-pipeline", "torch", "transformers", "tokenizers", 
 
 def _log_discriminator(pretrain_dir: Path, name: str):
     import pandas as pd
-    from mlflow.models import infer_signature
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types import ColSpec, DataType, Schema
 
-    example = pd.DataFrame({"text": ["the chef cooked the meal ."]})
-    signature = infer_signature(example, pd.DataFrame([{"tokens": ["[CLS]"], "replaced_probability": [0.5]}]))
-    return mlflow.pyfunc.log_model(
-        name="discriminator",
-        python_model=str(SERVING_DIR / "discriminator_model.py"),
+    output = pd.DataFrame([{"tokens": ["[CLS]"], "replaced_probability": [0.5]}])
+    signature = ModelSignature(inputs=Schema([ColSpec(DataType.string)]),
+                               outputs=infer_signature(None, output).outputs)
+    return _log_pyfunc(
+        name="discriminator", entry="discriminator_model.py",
         artifacts={"discriminator": str(pretrain_dir / "discriminator")},
-        signature=signature,
-        input_example=example,
-        pip_requirements=_pip_requirements(),
-        # The wrapper class lives in this package: ship it so the model loads without it installed.
-        code_paths=[str(Path(__file__).resolve().parent)],
-        registered_model_name=name,
-    )
+        signature=signature, input_example=["the chef cooked the meal ."], registered_model_name=name)
 
 
 def _log_task_model(task: str, kind: str, summary: dict, name: str):
@@ -242,19 +363,9 @@ def _log_task_model(task: str, kind: str, summary: dict, name: str):
     if kind == "qa":
         first_run = summary["runs"][str(summary["seeds"][0])]
         return _log_qa_model(summary["model_dir"], first_run, name)
-    import transformers
-
-    auto_class, pipeline_task, example = _FLAVOURS[kind]
-    model = getattr(transformers, auto_class).from_pretrained(summary["model_dir"])
-    tokenizer = transformers.AutoTokenizer.from_pretrained(summary["model_dir"])
-    return mlflow.transformers.log_model(
-        transformers_model={"model": model, "tokenizer": tokenizer},
-        name=f"finetuned-{task}",
-        task=pipeline_task,
-        input_example=example,          # the signature is inferred from it
-        pip_requirements=_pip_requirements(),
-        registered_model_name=name,
-    )
+    if kind == "ner":
+        return _log_ner_model(summary, name)
+    return _log_glue_model(task, summary, name)
 
 
 # --- aliases: champion moves last, under a lock, only if nobody moved it meanwhile -------------
@@ -277,6 +388,15 @@ LOCK_STALE_S = 120.0               # a move is a handful of API calls: older loc
 LOCK_WAIT_S = 600.0
 
 
+def promotion_lock_path(tracking_uri: str) -> Path | None:
+    """The file lock guarding champion moves on an embedded sqlite store, beside the database
+    (``mlflow.db`` -> ``mlflow.db.promote.lock``); None for a tracking server (which locks
+    with a registered model instead)."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    return Path(tracking_uri.removeprefix("sqlite:///") + ".promote.lock")
+
+
 @contextlib.contextmanager
 def _promotion_lock(client, name: str) -> Iterator[None]:
     """Serialise champion moves of ``name`` across pipelines sharing a registry.
@@ -288,11 +408,10 @@ def _promotion_lock(client, name: str) -> Iterator[None]:
     until it is ``LOCK_STALE_S`` old; the next pipeline then breaks it
     (:func:`_break_stale_lock`).
     """
-    uri = mlflow.get_tracking_uri()
-    if uri.startswith("sqlite:///"):
+    lock_path = promotion_lock_path(mlflow.get_tracking_uri())
+    if lock_path is not None:
         import fcntl
 
-        lock_path = Path(uri.removeprefix("sqlite:///") + ".promote.lock")
         with open(lock_path, "a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
@@ -690,23 +809,38 @@ def _tag_and_describe(client, name: str, version: str, scope: dict, evidence: Ev
             **{f"metric.{k}": v for k, v in own_metrics.items()}}
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, str(value)[:5000])
-    card = _write_card(name, version, scope, evidence.metrics, gate, lineage, params, datasets, out_dir)
-    client.set_model_version_tag(name, version, "model_card", f"runs:/{run_id}/model_cards/{name}/MODEL_CARD.md")
-    headline = f"Gate: {gate['outcome']}" + (f" (compared with version {gate['compared_to']})"
-                                             if gate["compared_to"] else " (first version gated)")
-    # The registry UI shows the description; the whole card is an artifact of the run.
-    client.update_model_version(name, version, description=(
-        f"{headline}. Model card: runs:/{run_id}/model_cards/{name}/MODEL_CARD.md\n\n"
-        + card.read_text(encoding="utf-8"))[:4900])
+    _write_card(name, version, scope, evidence.metrics, gate, lineage, params, datasets, out_dir)
+    card_path = f"model_cards/{name}/MODEL_CARD.md"
+    client.set_model_version_tag(name, version, "model_card", f"runs:/{run_id}/{card_path}")
+    # The registry UI shows the description: the summary, headline results and gate outcome,
+    # then a link to the whole card (with its front matter), an artifact of the run.
+    client.update_model_version(name, version, description=_description(
+        name, version, scope, evidence.metrics, gate, lineage, params, run_id, card_path))
     return gate
 
 
-# Fine-tuned model kind -> (transformers auto class, pipeline task for mlflow.transformers);
-# QA is logged as a pyfunc instead (transformers 5 has no question-answering pipeline).
-_FLAVOURS = {
-    "glue": ("AutoModelForSequenceClassification", "text-classification", "the chef cooked a wonderful meal ."),
-    "ner": ("AutoModelForTokenClassification", "token-classification", "she flew from paris to new york ."),
-}
+DESCRIPTION_LIMIT = 4900     # characters; MLflow stores descriptions of up to 5000
+
+
+def _description(name: str, version: str, scope: dict, metrics: dict, gate: dict, lineage: dict,
+                 params: Params, run_id: str, card_path: str) -> str:
+    """The version's registry description (:func:`electra.model_card.render_description`), with
+    a link the UI opens: the card in the run's artifacts (``#/experiments/<id>/runs/<run>/...``)."""
+    from electra.model_card import render_description
+
+    run = mlflow.active_run()
+    experiment_id = run.info.experiment_id if run is not None and run.info.run_id == run_id else (
+        mlflow.get_run(run_id).info.experiment_id)
+    text = render_description(
+        model_name=name, version=version, kind=scope["kind"], task=scope["task"], metrics=metrics, gate=gate,
+        lineage=lineage, params=params.model_dump(mode="json"),
+        card_link=f"#/experiments/{experiment_id}/runs/{run_id}/artifacts/{card_path}",
+        card_uri=f"runs:/{run_id}/{card_path}")
+    if len(text) > DESCRIPTION_LIMIT:
+        # Keep the link (the last paragraph): cut the lines above it.
+        head, _, link = text.rstrip("\n").rpartition("\n\n")
+        text = head[:DESCRIPTION_LIMIT - len(link) - 8].rstrip() + "\n…\n\n" + link + "\n"
+    return text
 
 
 def _package_version(name: str) -> str:

@@ -68,3 +68,57 @@ def versions_with_alias_in_ui(ui_url: str, model_name: str, alias: str, timeout_
             return sorted(found, key=int)
         finally:
             browser.close()
+
+
+def version_descriptions_in_ui(ui_url: str, model_name: str, versions: list[str], timeout_s: float = 60,
+                               screenshot: str | Path | None = None) -> dict[str, dict]:
+    """What a person reads in the Description of each version's registry page, as rendered.
+
+    For each version, opens ``{ui_url}/#/models/{model_name}/versions/{version}`` and reads
+    the rendered description: ``text`` (its visible text), ``headings`` (the text of every
+    h1-h6 in it), ``rules`` (how many horizontal rules), ``tables``, ``links`` (``[(text,
+    href)]``) and ``card_text``: the visible text of the page its ``MODEL_CARD.md`` link
+    opens (the run's artifact viewer), or None when it has no such link. ``screenshot``
+    saves the first version's page.
+    """
+    from playwright.sync_api import sync_playwright
+
+    browser_path = require_chromium()
+    found: dict[str, dict] = {}
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=browser_path, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1200})
+            page.set_default_timeout(timeout_s * 1000)
+            for version in versions:
+                page.goto(f"{ui_url}/#/models/{model_name}/versions/{version}")
+                page.get_by_role("heading", name=f"Version {version}").first.wait_for()
+                note = page.get_by_test_id("note-editor-preview-content").first
+                note.wait_for()
+                if screenshot and not found:
+                    page.screenshot(path=str(screenshot), full_page=True)
+                links = [(a.inner_text().strip(), a.get_attribute("href") or "")
+                         for a in note.get_by_role("link").all()]
+                info = {
+                    "text": note.inner_text().strip(),
+                    "headings": [h.inner_text().strip() for h in note.locator("h1, h2, h3, h4, h5, h6").all()],
+                    "rules": note.locator("hr").count(),
+                    "tables": note.locator("table").count(),
+                    "links": links,
+                    "card_text": None,
+                }
+                card = next((a for a in note.get_by_role("link").all() if a.inner_text().strip() == "MODEL_CARD.md"),
+                            None)
+                if card is not None:
+                    # The link opens in a new tab: read the card there, in the run's artifact viewer.
+                    with page.context.expect_page() as opened:
+                        card.click()
+                    viewer = opened.value
+                    viewer.set_default_timeout(timeout_s * 1000)
+                    viewer.get_by_text("model-index").first.wait_for()
+                    info["card_text"] = viewer.locator("body").inner_text()
+                    viewer.close()
+                found[version] = info
+            return found
+        finally:
+            browser.close()

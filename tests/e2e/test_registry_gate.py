@@ -10,6 +10,7 @@ so this exercises the whole decision on controlled evidence.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -80,6 +81,7 @@ def _cli(*args: str):
     return CliRunner().invoke(app, list(args))
 
 
+@pytest.mark.timeout(900)   # three registrations of every model, on a 2-core machine shared with the suite
 def test_gate_refuses_a_worse_version_promotes_a_better_one_and_rolls_back(pretrained_micro, tmp_path,
                                                                              monkeypatch):
     from electra.stages import run_stage
@@ -148,10 +150,10 @@ def test_gate_refuses_a_worse_version_promotes_a_better_one_and_rolls_back(pretr
 
         _assert_no_secret_logged(client, tmp_path)
 
-        # The champion serves: load it by alias and predict.
+        # The champion serves: load it by alias and predict; it answers SST-2's label names.
         model = mlflow.pyfunc.load_model("models:/electra-sst2@champion")
         predictions = model.predict(["a wonderful, moving film .", "a dull and lifeless mess ."])
-        assert len(predictions) == 2
+        assert len(predictions) == 2 and set(predictions["label"]) <= {"negative", "positive"}
 
         # By hand, through the CLI: rollback, then promote with a reason.
         rolled = _cli("rollback", "--model", "electra-sst2", "--reason", "v3 misbehaves in canary")
@@ -170,6 +172,54 @@ def test_gate_refuses_a_worse_version_promotes_a_better_one_and_rolls_back(pretr
         from tests.e2e.mlflow_ui import versions_with_alias_in_ui
 
         assert versions_with_alias_in_ui(url, "electra-sst2", "champion") == ["2"]
+        _assert_descriptions_read_well(url, client, card_text, tmp_path)
+
+
+def _assert_descriptions_read_well(url: str, client: MlflowClient, card_text: str, tmp_path: Path) -> None:
+    """Each version's Description in the registry UI, by what a person reads there: the card's
+    summary first, the headline metric with its interval, the gate outcome, a link that opens
+    the whole card; no front matter turned into headings, rules or YAML lines."""
+    from tests.e2e.mlflow_ui import version_descriptions_in_ui
+
+    shown = version_descriptions_in_ui(url, "electra-sst2", ["3", "2"], screenshot=tmp_path / "description.png")
+    # The card's summary paragraph (the line under its title), as rendered: inline code unquoted.
+    summary = card_text.split("---\n", 2)[2].splitlines()[2].replace("`", "")
+    assert summary.startswith("ELECTRA fine-tuned for GLUE SST-2") and "version 3" in summary
+    assert shown["3"]["text"].startswith(summary), shown["3"]["text"][:300]
+    for version, outcome in (("3", "Gate passed"), ("2", "Gate failed")):
+        seen = shown[version]
+        text = seen["text"]
+        assert text.startswith(summary.replace("version 3", f"version {version}").split(";")[0]), text[:300]
+        assert seen["headings"] == [] and seen["rules"] == 0 and seen["tables"] == 0, seen
+        assert "---" not in text and "model-index" not in text
+        assert not re.search(r"^(language|license|library_name|tags|datasets|pipeline_tag):", text, re.M)
+        assert re.search(r"GLUE SST-2, Accuracy: \d+\.\d \[\d+\.\d, \d+\.\d\]", text), text
+        assert outcome in text
+        run_id = client.get_model_version("electra-sst2", version).tags["gate.evidence_run_id"]
+        assert [h for t, h in seen["links"] if t == "MODEL_CARD.md"] == [
+            f"#/experiments/{client.get_run(run_id).info.experiment_id}/runs/{run_id}/artifacts/"
+            "model_cards/electra-sst2/MODEL_CARD.md"]
+        # The link opens the full card, front matter included, in the run's artifacts.
+        assert "model-index" in seen["card_text"] and f"electra-sst2 (version {version})" in seen["card_text"]
+    assert "promoted to champion" in shown["3"]["text"] and "Compared with champion version 1" in shown["3"]["text"]
+    assert "kept as challenger" in shown["2"]["text"] and "non_inferiority.sst2" in shown["2"]["text"]
+
+
+def test_promotion_lock_sits_beside_the_store_and_is_git_ignored():
+    """The embedded store's lock file is next to mlflow.db, and git ignores it (and the journal)."""
+    import subprocess
+
+    from electra.register import promotion_lock_path
+
+    assert promotion_lock_path("http://127.0.0.1:5000") is None   # a server locks in its registry
+    lock = promotion_lock_path(f"sqlite:///{ROOT}/mlflow.db")
+    assert lock == ROOT / "mlflow.db.promote.lock"
+    inside = subprocess.run(["git", "rev-parse", "--is-inside-work-tree"], cwd=ROOT, capture_output=True, text=True)
+    if inside.stdout.strip() != "true":
+        pytest.skip("not a git checkout")
+    for path in (lock, ROOT / "mlflow.db", ROOT / "mlflow.db-journal"):
+        ignored = subprocess.run(["git", "check-ignore", "-q", str(path)], cwd=ROOT)
+        assert ignored.returncode == 0, f"{path.name} is not git-ignored"
 
 
 def test_champion_moves_only_from_the_version_the_gate_compared_with(tmp_path):
