@@ -56,10 +56,14 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON 
                                                       "stage's run.json).")]
 
 
-def _defaults_for_embedded_services() -> None:
-    """Keep caches and telemetry inside the project unless the user says otherwise."""
+def _defaults_for_embedded_services(progress: bool = True) -> None:
+    """Keep caches and telemetry inside the project unless the user says otherwise; without
+    progress bars (--no-progress, or no terminal), the libraries' own bars go too ("Loading
+    weights", "Writing model shards"): in a log file each is a line of carriage returns."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    if not (progress and sys.stderr.isatty()):
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def _load(params_file: str, profile: str | None, overrides: list[str] | None) -> Params:
@@ -75,7 +79,7 @@ def _run_one(stage: str, params_file: str, profile: str | None, overrides: list[
     from electra.stages import run_stage, stage_name
     from electra.summary import stage_line
 
-    _defaults_for_embedded_services()
+    _defaults_for_embedded_services(progress)
     if resolved:
         try:
             params = load_resolved(resolved)
@@ -171,7 +175,7 @@ def run_all(
     from electra.stages import run_pipeline
     from electra.summary import stage_line, summary_text
 
-    _defaults_for_embedded_services()
+    _defaults_for_embedded_services(progress)
     cfg = _load(params, profile, set_)
     chosen = [s.strip() for s in stages.split(",")] if stages else list(STAGES)
     unknown = [s for s in chosen if s not in STAGES + OPTIONAL_STAGES]

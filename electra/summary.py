@@ -26,7 +26,7 @@ def _what(stage: str, result: dict[str, Any]) -> str:
     if stage == "ingest":
         skipped = r.get("files_skipped", 0)
         return (f"{_n(r.get('files_kept'))} files -> {_n(r.get('documents'))} documents, "
-                f"{_n(r.get('sentences'))} sentences" + (f" ({skipped} files skipped: see manifest.json)" if skipped else ""))
+                f"{_n(r.get('sentences'))} sentences" + (f" ({skipped} skipped: see manifest.json)" if skipped else ""))
     if stage == "tokenize":
         tokens = r.get("train_tokens")
         tok = f", {tokens / 1e6:.2f}M train tokens" if isinstance(tokens, int | float) else ""
@@ -133,8 +133,11 @@ def summary_text(params: Params, ui_hint: bool = True) -> str:
         lines += ["", f"Registered in {reg.get('tracking_uri', 'MLflow')}"]
         lines += ["  " + r for r in _table(["model", "version", "aliases", "gate"], rows)]
     else:
-        lines.append(f"  nothing registered yet ({registration} missing)")
+        lines += ["", f"Nothing registered yet ({registration} missing)"]
     if ui_hint:
-        lines += ["", "Open the registry: make mlflow-ui, then http://127.0.0.1:5000/#/models",
+        server = reg.get("tracking_uri", "") if registration.is_file() else ""
+        where = (f"{server.rstrip('/')}/#/models" if server.startswith("http")
+                 else "make mlflow-ui, then http://127.0.0.1:5000/#/models")
+        lines += ["", f"Open the registry: {where}",
                   f"Full report: {Path(params.evaluate.output_dir) / 'report' / 'report.md'}"]
     return "\n".join(lines)

@@ -46,7 +46,7 @@ def test_one_line_per_stage_says_what_how_long_and_where():
     ingest = {"output_dir": "outputs/ingest", "documents": 129, "sentences": 63559, "files_kept": 69,
               "files_skipped": 2, "seconds": 7.678}
     line = stage_line("ingest", ingest)
-    assert line == ("ingest: 69 files -> 129 documents, 63,559 sentences (2 files skipped: see manifest.json) "
+    assert line == ("ingest: 69 files -> 129 documents, 63,559 sentences (2 skipped: see manifest.json) "
                     "in 7.7s -> outputs/ingest")
     task = {"task": "sst2", "runs": {"1234": {}}, "train_loss": 0.61234, "model_dir": "outputs/finetune/sst2/seed-1234/model",
             "seconds": 12.0}
