@@ -181,7 +181,13 @@ def _stage_code(stage: str, dvc_yaml: Path) -> list[Path]:
             continue
         entry = (yaml.safe_load(pipeline_file.read_text()) or {}).get("stages", {}).get(stage, {}) or {}
         deps = entry.get("do", entry).get("deps", [])  # a foreach stage keeps its deps under `do`
-        code = [package / Path(d).name for d in deps if isinstance(d, str) and d.startswith("electra/")]
+        code: list[Path] = []
+        for dep in deps:
+            if not (isinstance(dep, str) and dep.startswith("electra/")):
+                continue
+            path = package / Path(dep).relative_to("electra")
+            # A folder of code (electra/serving) counts by its modules, as .dvcignore has DVC do.
+            code += sorted(path.rglob("*.py")) if path.is_dir() else [path]
         if code:
             return sorted(code)
     return sorted(package.glob("*.py"))
@@ -203,7 +209,7 @@ def stage_fingerprint(stage: str, params: Params, dvc_yaml: str | Path = "dvc.ya
         for section in ("pretrain", "finetune", "evaluate"):
             digest.update(f"{section}:{params.section_hash(section)}\0".encode())
     for path in _stage_code(stage, Path(dvc_yaml)):
-        digest.update(f"code:{path.name}:{sha256_file(path)}\0".encode())
+        digest.update(f"code:{path.relative_to(Path(__file__).resolve().parent).as_posix()}:{sha256_file(path)}\0".encode())
     for raw in _stage_inputs(stage, params, task):
         path = Path(raw) if raw else None
         state = content_hash(path) if path is not None and path.exists() else "missing"
