@@ -47,6 +47,36 @@ if not (DATA / "MANIFEST.md").exists():  # pragma: no cover - a setup problem, n
     raise pytest.UsageError("data/ is missing: run `make data` (dvc pull) first")
 
 
+BACKSTOP_FACTOR = 2.0
+BACKSTOP_GRACE_S = float(os.environ.get("ELECTRA_TEST_BACKSTOP_GRACE_S", "60"))   # a test of it shortens it
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """A backstop behind pytest-timeout. Its SIGALRM fails a hung test once; code that
+    swallows that exception and waits again (a broad ``except`` around a lock or a
+    server call) would still hang the run. Past twice the test's limit plus a minute, the
+    process prints every thread's stack and exits: pytest-xdist reports the test as a
+    crash, and CI ends instead of reaching its own limit."""
+    import faulthandler
+
+    marker = item.get_closest_marker("timeout")
+    limit = float(marker.args[0]) if marker and marker.args else float(item.config.getini("timeout") or 0)
+    if limit > 0:
+        # Written where pytest's own faulthandler writes: the terminal's stderr, not the
+        # test's captured output (which dies with the process).
+        from _pytest.faulthandler import fault_handler_stderr_fd_key
+
+        out = item.config.stash.get(fault_handler_stderr_fd_key, None)
+        faulthandler.dump_traceback_later(limit * BACKSTOP_FACTOR + BACKSTOP_GRACE_S, exit=True,
+                                          file=out if out is not None else sys.__stderr__)
+    try:
+        yield
+    finally:
+        if limit > 0:
+            faulthandler.cancel_dump_traceback_later()
+
+
 @pytest.fixture(autouse=True)
 def _mlflow_uri_does_not_leak():
     """A test's MLflow URIs die with it. ``mlflow.set_tracking_uri`` / ``set_registry_uri``
