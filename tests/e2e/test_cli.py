@@ -26,6 +26,7 @@ def test_bad_params_fail_before_any_work_naming_the_field(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)   # a whole micro pipeline (every task trained and registered) under the CLI's own 900 s
 def test_micro_pipeline_through_the_cli_registers_a_discriminator(tmp_path, mlflow_server):
     from mlflow import MlflowClient
 

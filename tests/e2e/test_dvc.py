@@ -156,6 +156,9 @@ def _metrics_files(show_json: dict) -> dict[str, dict]:
     return {path: entry.get("data", {}) for path, entry in files.items() if isinstance(entry, dict)}
 
 
+# Three micro pipeline runs (dvc repro, dvc exp run, the flow), a stage per process, on a
+# 2-core machine shared with the suite: an estimated 10-15 minutes (its subprocess limits add up to 36).
+@pytest.mark.timeout(1800)
 def test_dvc_repro_end_to_end(tmp_path: Path) -> None:
     copy = tmp_path / "repo"
     copy.mkdir()

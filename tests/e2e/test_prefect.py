@@ -235,6 +235,7 @@ def _artifacts(api_url: str, key: str) -> list:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)   # two deployment runs (the first trains, up to its 430 s), the serve process
 def test_served_micro_deployment_completes_and_registers(prefect_server, pg_mlflow_server, tmp_path):
     """`prefect deployment run 'electra-pipeline/micro'` from the CLI, twice.
 

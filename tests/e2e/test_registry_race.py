@@ -160,6 +160,7 @@ def _register_process(root: Path, url: str, out: str) -> subprocess.Popen:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)   # micro pretraining (the session fixture), fine-tuning, then three registers
 def test_register_killed_midway_then_two_pipelines_registering_at_once(pretrained_micro, tmp_path, monkeypatch):
     """A register killed after its first version exists moves no alias; two registers then
     run at once: one champion, each version's tags and run its own, the orphan left alone."""
