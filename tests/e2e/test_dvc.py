@@ -157,7 +157,7 @@ def _metrics_files(show_json: dict) -> dict[str, dict]:
 
 
 # Three micro pipeline runs (dvc repro, dvc exp run, the flow), a stage per process, on a
-# 2-core machine shared with the suite: an estimated 10-15 minutes (its subprocess limits add up to 36).
+# 2-core machine shared with the suite: an estimated 10-15 minutes (its subprocess limits add up to 36 minutes).
 @pytest.mark.timeout(1800)
 def test_dvc_repro_end_to_end(tmp_path: Path) -> None:
     copy = tmp_path / "repo"
