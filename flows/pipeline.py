@@ -9,8 +9,10 @@ paths and hashes on disk, never as objects in memory.
 Fine-tuning fans out over ``finetune.tasks``; each task's evaluation starts as soon as
 its own fine-tuning ends. Both hold a slot of the global concurrency limit named
 after the device (``gpu`` or ``cpu``), created with ``prefect.device_slots`` slots
-when missing. ``prefect.pretrain_deployment`` / ``prefect.finetune_deployment``
-send those stages to another deployment (``electra-pretrain/<name>``,
+when missing (flows/slots.py: every wait on the server bounded, a slot held through a
+server restart given back; past a bound the attempt fails naming the limit and the
+server, and the task's retry takes over). ``prefect.pretrain_deployment`` /
+``prefect.finetune_deployment`` send those stages to another deployment (``electra-pretrain/<name>``,
 ``electra-finetune/<name>``: flows of this module, on a GPU work pool) with
 ``run_deployment``; otherwise they run in this process.
 
@@ -98,19 +100,27 @@ def device_limit_name(params: Params) -> str:
     return "gpu" if resolve_device(params.finetune.device).type == "cuda" else "cpu"
 
 
-def ensure_device_limit(name: str, slots: int) -> None:
+def ensure_device_limit(name: str, slots: int, params: Params | None = None) -> None:
     """Create the global concurrency limit ``name`` with ``slots`` slots unless it exists
-    (an operator's own setting, e.g. the number of GPUs of the pool, is left alone)."""
-    from prefect.client.orchestration import get_client
+    (an operator's own setting, e.g. the number of GPUs of the pool, is left alone).
+    Given up after ``api_wait_s`` (flows/slots.py) with an error naming the server."""
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
     from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
-    with get_client(sync_client=True) as client:
+    from flows.slots import API_WAIT_S, DeviceSlotError, api_url, exchange, setting
+
+    async def ensure(client) -> None:
         try:
-            client.read_global_concurrency_limit_by_name(name)
+            await client.read_global_concurrency_limit_by_name(name)
         except ObjectNotFound:
             with contextlib.suppress(ObjectAlreadyExists):  # another flow created it meanwhile
-                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=slots))
+                await client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=slots))
+
+    try:
+        exchange(f"create the global concurrency limit {name!r}", setting(params, "api_wait_s", API_WAIT_S), ensure)
+    except Exception as exc:
+        raise DeviceSlotError(f"the global concurrency limit {name!r} could not be read or created on the "
+                              f"Prefect server at {api_url()}: {exc}") from exc
 
 
 class PretrainProgress:
@@ -224,10 +234,12 @@ def run_stage_task(stage: str, params: Params, force: bool = False, task_name: s
         result = {**previous, "up_to_date": True} if previous is not None else \
             _run_on_deployment(deployment, stage, params, force, task_name)
     elif task_name is not None:
-        from prefect.concurrency.sync import concurrency
+        from flows.slots import device_slot
 
-        # The device is the scarce thing: tasks queue for a slot of its limit, server-wide.
-        with concurrency(device_limit_name(params), occupy=1, strict=False):
+        # The device is the scarce thing: tasks queue for a slot of its limit, server-wide. Not
+        # prefect.concurrency's concurrency(): its per-process client outlives the server it was
+        # opened for, and its waits have no bound (flows/slots.py says how and why).
+        with device_slot(device_limit_name(params), params):
             result = run_stage(stage, params, progress=False, skip_unchanged=not force, task=task_name)
     elif stage in ("ingest", "tokenize") and params.prefect.task_runner == "dask":
         from electra.parallel import unit_mapper
@@ -474,7 +486,7 @@ def electra_pipeline(
     with _flow_run_id_in_env(), pipeline_run(params) as parent_id:
         for stage in ("ingest", "tokenize", "pretrain"):
             note(stage, _result(_stage_task(stage, params)(stage, params, force=force, return_state=True)))
-        ensure_device_limit(device_limit_name(params), params.prefect.device_slots)
+        ensure_device_limit(device_limit_name(params), params.prefect.device_slots, params)
         # Each task's evaluation waits for its own fine-tuning only, not for the slowest task.
         finetuned = _stage_task("finetune", params, per_task=True).map(
             unmapped("finetune"), unmapped(params), force=unmapped(force), task_name=tasks)
@@ -556,7 +568,7 @@ def electra_finetune(task: str, params: Params | None = None, profile: str = "ti
                      mlflow_parent_run_id: str | None = None) -> dict:
     """One fine-tuning task (``finetune@<task>``) alone, for a GPU work pool."""
     resolved = _stage_flow_params(params, profile, overrides, params_file)
-    ensure_device_limit(device_limit_name(resolved), resolved.prefect.device_slots)
+    ensure_device_limit(device_limit_name(resolved), resolved.prefect.device_slots, resolved)
     with _flow_run_id_in_env(), _parent_run(mlflow_parent_run_id):
         return _result(_stage_task("finetune", resolved, per_task=True)(
             "finetune", resolved, force=force, task_name=task, dispatch=False, return_state=True))
