@@ -31,7 +31,6 @@ help:  ## this list
 
 run: setup data  ## the whole pipeline on the tiny profile (electra run; stages already current are skipped)
 	electra run --profile $(PROFILE) --no-progress
-	@echo "Registry UI: make mlflow-ui, then open http://127.0.0.1:5000/#/models"
 
 test: setup data system  ## the test suite
 	python -m pytest -q
