@@ -37,9 +37,9 @@ import json, sys, time
 sys.path.insert(0, sys.argv[1])
 step, config = sys.argv[2], json.loads(sys.argv[3])
 # Imports are not the stage's work: every timer starts after them.
-from electra.config import IngestConfig, TokenizeConfig
-from electra.ingest import ingest
-from electra.tokenize import tokenize
+from electra.core.config import IngestConfig, TokenizeConfig
+from electra.data.ingest import ingest
+from electra.data.tokenize import tokenize
 started = time.perf_counter()
 if step == "ingest":
     result = ingest(IngestConfig(**config), progress=False)
@@ -47,8 +47,8 @@ elif step == "tokenize":
     result = tokenize(TokenizeConfig(**config), progress=False)
 elif step == "raw":
     # The same sentences, encoded by the tokenizers library alone (read first, not timed).
-    from electra.ingest import read_shards
-    from electra.tokenizer import tokenizer_from_vocab
+    from electra.data.ingest import read_shards
+    from electra.data.wordpiece import tokenizer_from_vocab
     backend = tokenizer_from_vocab(config["vocab_file"]).backend_tokenizer
     sentences = [s for doc in read_shards(config["input_dir"]) for s in doc]
     started = time.perf_counter()
@@ -57,8 +57,8 @@ elif step == "raw":
         tokens += sum(len(e.ids) for e in backend.encode_batch(sentences[at:at + 1000], add_special_tokens=False))
     result = {"tokens": tokens}
 elif step == "noop":
-    from electra.config import load_params
-    from electra.stages import run_stage
+    from electra.core.config import load_params
+    from electra.pipeline.stages import run_stage
     params = load_params(config["params"], overrides=config["overrides"])
     started = time.perf_counter()
     result = {stage: bool(run_stage(stage, params, progress=False, skip_unchanged=True).get("up_to_date"))
@@ -90,8 +90,8 @@ def run_child(step: str, config: dict, threads: int) -> dict:
 
 def corpus_files(corpus: Path) -> list[Path]:
     """The files ingest reads from ``corpus`` with the default excludes."""
-    from electra.config import IngestConfig
-    from electra.ingest import resolve_sources
+    from electra.core.config import IngestConfig
+    from electra.data.ingest import resolve_sources
 
     return [path for _, path in resolve_sources([str(corpus)], IngestConfig().exclude)]
 

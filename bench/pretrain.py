@@ -38,7 +38,7 @@ PAD, UNK, CLS, SEP, MASK = 0, 100, 101, 102, 103
 
 
 def _model_config(shape: str):
-    from electra.config import ModelConfig
+    from electra.core.config import ModelConfig
 
     hidden, layers, heads, inter, emb = SHAPES[shape]
     return ModelConfig(hidden_size=hidden, num_layers=layers, num_heads=heads, intermediate_size=inter,
@@ -46,15 +46,15 @@ def _model_config(shape: str):
 
 
 def flops_per_token(shape: str, seq_len: int, mask_prob: float = 0.15) -> float:
-    """Training FLOPs per token of our step (the library's formula, see electra.model)."""
-    from electra.model import training_flops_per_token
+    """Training FLOPs per token of our step (the library's formula, see electra.pretraining.model)."""
+    from electra.pretraining.model import training_flops_per_token
 
     return training_flops_per_token(_model_config(shape), seq_len, VOCAB, mask_prob)
 
 
 def matmul_rate(device, dtype) -> float:
     """Measured dense matmul FLOP/s on this device and dtype (the MFU denominator)."""
-    from electra.model import matmul_flops_per_s
+    from electra.pretraining.model import matmul_flops_per_s
 
     return matmul_flops_per_s(device, dtype, n=2048, repeats=5)
 
@@ -80,7 +80,7 @@ class NaiveElectra:
     def __init__(self, shape: str):
         from transformers import ElectraForMaskedLM, ElectraForPreTraining
 
-        from electra.model import discriminator_config, generator_config
+        from electra.pretraining.model import discriminator_config, generator_config
 
         cfg = _model_config(shape)
         self.generator = ElectraForMaskedLM(generator_config(cfg, VOCAB))
@@ -123,15 +123,15 @@ def run_variant(args) -> dict:
     """Run one variant in this process and return its numbers."""
     import torch
 
-    from electra.model import ElectraPretrainer
-    from electra.runtime import resolve_device, resolve_precision
+    from electra.pretraining.model import ElectraPretrainer
+    from electra.core.runtime import resolve_device, resolve_precision
 
     torch.manual_seed(0)
     device = resolve_device(args.device)
     if args.variant == "ours":
-        from electra.config import PretrainConfig
-        from electra.pretrain import build_optimizer, row_generators
-        from electra.runtime import tune_cpu_allocator
+        from electra.core.config import PretrainConfig
+        from electra.pretraining.trainer import build_optimizer, row_generators
+        from electra.core.runtime import tune_cpu_allocator
 
         if device.type == "cpu":
             tune_cpu_allocator()  # as the pretrain stage does

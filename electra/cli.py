@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from electra.config import OPTIONAL_STAGES, STAGES, ConfigError, Params, load_params, load_resolved
+from electra.core.config import OPTIONAL_STAGES, STAGES, ConfigError, Params, load_params, load_resolved
 
 app = typer.Typer(
     add_completion=False,
@@ -40,7 +40,7 @@ def main_options(
                                           help="Print the version and exit.")] = False,
 ) -> None:
     """ELECTRA pipeline: ingest, tokenize, pretrain, finetune, evaluate, register."""
-    from electra.logs import setup_logging
+    from electra.core.logs import setup_logging
 
     try:
         setup_logging(log_level)
@@ -76,8 +76,8 @@ def _load(params_file: str, profile: str | None, overrides: list[str] | None) ->
 
 def _run_one(stage: str, params_file: str, profile: str | None, overrides: list[str] | None, progress: bool,
              resolved: str | None = None, task: str | None = None, as_json: bool = False) -> None:
-    from electra.stages import run_stage, stage_name
-    from electra.summary import stage_line
+    from electra.pipeline.stages import run_stage, stage_name
+    from electra.pipeline.summary import stage_line
 
     _defaults_for_embedded_services(progress)
     if resolved:
@@ -105,7 +105,7 @@ TaskOpt = Annotated[str | None, typer.Option(
     "--task", "-t", help="Only this task of finetune.tasks (the stage's run is named <stage>@<task>).")]
 
 
-# As electra.stages.PER_TASK_STAGES (not imported here: the CLI's start-up stays light).
+# As electra.pipeline.stages.PER_TASK_STAGES (not imported here: the CLI's start-up stays light).
 PER_TASK_STAGES = ("finetune", "evaluate")
 
 
@@ -172,8 +172,8 @@ def run_all(
     and whose outputs are untouched is skipped, as `dvc repro` would; --force runs it.
     Ends with the summary table (`electra summary`).
     """
-    from electra.stages import run_pipeline
-    from electra.summary import stage_line, summary_text
+    from electra.pipeline.stages import run_pipeline
+    from electra.pipeline.summary import stage_line, summary_text
 
     _defaults_for_embedded_services(progress)
     cfg = _load(params, profile, set_)
@@ -202,14 +202,14 @@ def run_all(
 def summary_command(profile: ProfileOpt = None, set_: SetOpt = None, params: ParamsOpt = "params.yaml") -> None:
     """The pipeline's headline results from its outputs: GLUE, QA/NER and bias with intervals,
     the registered versions and their aliases, and how to open the registry UI."""
-    from electra.summary import summary_text
+    from electra.pipeline.summary import summary_text
 
     typer.echo(summary_text(_load(params, profile, set_)))
 
 
 def _registry(params_file: str, profile: str | None, overrides: list[str] | None) -> None:
     """Point MLflow at the tracking store the params name (env var, params, embedded sqlite)."""
-    from electra.tracking import configure
+    from electra.core.tracking import configure
 
     _defaults_for_embedded_services()
     configure(_load(params_file, profile, overrides).tracking)
@@ -235,7 +235,7 @@ def promote_command(
     params: ParamsOpt = "params.yaml",
 ) -> None:
     """Move the `champion` alias to a version by hand; the reason, time and user are recorded."""
-    from electra.register import promote
+    from electra.registry.register import promote
 
     _registry(params, profile, set_)
     _report_registry_action(f"promote {model} version {version}", promote, model, version, reason)
@@ -250,7 +250,7 @@ def rollback_command(
     params: ParamsOpt = "params.yaml",
 ) -> None:
     """Move `champion` back to the version that held it before the current one."""
-    from electra.register import rollback
+    from electra.registry.register import rollback
 
     _registry(params, profile, set_)
     _report_registry_action(f"rollback {model}", rollback, model, reason)

@@ -1,6 +1,6 @@
 """The Prefect door: flow ``electra-pipeline``, one task per stage (per task of a stage).
 
-Each task calls ``electra.stages.run_stage`` with the stage's name, the same
+Each task calls ``electra.pipeline.stages.run_stage`` with the stage's name, the same
 function behind the CLI and the DVC stages; artifacts pass between tasks as
 paths and hashes on disk, never as objects in memory.
 
@@ -67,7 +67,7 @@ from prefect.runtime import flow_run
 from prefect.states import Completed
 from prefect.tasks import exponential_backoff
 
-from electra.config import (
+from electra.core.config import (
     STAGES,
     ConfigError,
     EvaluateConfig,
@@ -79,8 +79,8 @@ from electra.config import (
     TokenizeConfig,
     load_params,
 )
-from electra.stages import pipeline_run, run_stage, stage_name, up_to_date
-from electra.tracking import PARENT_RUN_ENV
+from electra.pipeline.stages import pipeline_run, run_stage, stage_name, up_to_date
+from electra.core.tracking import PARENT_RUN_ENV
 
 # Errors that another try cannot fix: a retry would only wait longer before failing.
 PERMANENT_ERRORS = (ConfigError, ValueError, TypeError, KeyError, FileNotFoundError, NotImplementedError,
@@ -95,7 +95,7 @@ def _transient(task_obj, task_run, state) -> bool:
 
 def device_limit_name(params: Params) -> str:
     """The global concurrency limit fine-tuning and evaluation hold a slot of: ``gpu`` or ``cpu``."""
-    from electra.runtime import resolve_device
+    from electra.core.runtime import resolve_device
 
     return "gpu" if resolve_device(params.finetune.device).type == "cuda" else "cpu"
 
@@ -193,14 +193,14 @@ def _run_on_deployment(deployment: str, stage: str, params: Params, force: bool,
 @task(name="unit", task_run_name="{stage}.unit-{index:05d}", retries=0)
 def run_unit(stage: str, index: int, fn, job) -> dict:
     """One unit of a data stage (a file to ingest, a shard to tokenize) on a cluster worker."""
-    from electra.parallel import single_threaded_worker
+    from electra.core.parallel import single_threaded_worker
 
     single_threaded_worker()   # the cluster's processes are the parallelism
     return fn(job)
 
 
 def dask_unit_mapper(stage: str, params: Params):
-    """A unit mapper (``electra.parallel.unit_mapper``) that runs each unit as a Prefect task
+    """A unit mapper (``electra.core.parallel.unit_mapper``) that runs each unit as a Prefect task
     on a Dask cluster: ``prefect.dask_address``'s scheduler, else a local cluster of
     ``prefect.dask_workers`` processes for the stage's duration. Results come back in the
     units' order, so the stage's output is the one a local run makes."""
@@ -242,7 +242,7 @@ def run_stage_task(stage: str, params: Params, force: bool = False, task_name: s
         with device_slot(device_limit_name(params), params):
             result = run_stage(stage, params, progress=False, skip_unchanged=not force, task=task_name)
     elif stage in ("ingest", "tokenize") and params.prefect.task_runner == "dask":
-        from electra.parallel import unit_mapper
+        from electra.core.parallel import unit_mapper
 
         with unit_mapper(dask_unit_mapper(stage, params)):
             result = run_stage(stage, params, progress=False, skip_unchanged=not force)
@@ -280,8 +280,8 @@ class PromotionApproval(RunInput):
 @task(name="promote", task_run_name="promote")
 def promote_approved(params: Params, pending: dict[str, str], approval: PromotionApproval) -> dict[str, dict]:
     """Move champion to each version the person approved (the approval recorded as the reason)."""
-    from electra.register import promote
-    from electra.tracking import configure
+    from electra.registry.register import promote
+    from electra.core.tracking import configure
 
     configure(params.tracking)
     reason = f"approved by {approval.approver or 'unknown'} in Prefect flow run {flow_run.id}: {approval.reason}"
@@ -303,7 +303,7 @@ def _publish_registration(result: dict) -> None:
 
 def _mlflow_links(params: Params) -> tuple[str | None, str | None]:
     """(MLflow UI base url, experiment id) when tracking goes to a server; (None, id) otherwise."""
-    from electra.tracking import configure, redact_uri, tracking_uri
+    from electra.core.tracking import configure, redact_uri, tracking_uri
 
     uri = redact_uri(tracking_uri(params.tracking))
     try:
@@ -316,7 +316,7 @@ def _mlflow_links(params: Params) -> tuple[str | None, str | None]:
 
 def _summary_markdown(results: dict[str, dict], params: Params) -> str:
     """Stage timings and states, with links to their MLflow runs and the registry versions."""
-    from electra.tracking import redact_uri, tracking_uri
+    from electra.core.tracking import redact_uri, tracking_uri
 
     base, experiment_id = _mlflow_links(params)
 
@@ -379,7 +379,7 @@ def evaluation_table(metrics: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _publish_evaluation(params: Params) -> None:
-    from electra.files import read_json
+    from electra.core.files import read_json
 
     path = Path(params.evaluate.output_dir) / "metrics.json"
     if path.is_file():

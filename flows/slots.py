@@ -83,7 +83,7 @@ def api_url() -> str:
     """The Prefect API this thread talks to, for messages (a password in it masked)."""
     from prefect.settings import PREFECT_API_URL
 
-    from electra.tracking import redact_uri
+    from electra.core.tracking import redact_uri
 
     url = PREFECT_API_URL.value()
     return redact_uri(url) if url else "(ephemeral Prefect server, no PREFECT_API_URL)"

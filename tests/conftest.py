@@ -99,31 +99,14 @@ def _mlflow_uri_does_not_leak():
 
 
 def stage_dirs(tmp: Path) -> list[str]:
-    """Overrides that put every stage's inputs/outputs under ``tmp`` (data stays in data/)."""
-    o = tmp / "outputs"
-    return [
-        f"ingest.output_dir={o}/ingest",
-        f"tokenize.input_dir={o}/ingest",
-        f"tokenize.output_dir={o}/tokenize",
-        f"pretrain.input_dir={o}/tokenize",
-        f"pretrain.output_dir={o}/pretrain",
-        f"finetune.model_dir={o}/pretrain/discriminator",
-        f"finetune.output_dir={o}/finetune",
-        f"evaluate.finetune_dir={o}/finetune",
-        f"evaluate.pretrain_dir={o}/pretrain",
-        f"evaluate.output_dir={o}/evaluate",
-        f"register.pretrain_dir={o}/pretrain",
-        f"register.finetune_dir={o}/finetune",
-        f"register.evaluate_dir={o}/evaluate",
-        f"register.output_dir={o}/register",
-        f"tracking.store_path={tmp}/mlflow.db",
-        f"tracking.artifact_dir={tmp}/mlartifacts",
-    ]
+    """Overrides that put every stage's outputs (and the MLflow store) under ``tmp``; data stays in data/."""
+    return [f"output_root={tmp}/outputs", f"tracking.store_path={tmp}/mlflow.db",
+            f"tracking.artifact_dir={tmp}/mlartifacts"]
 
 
 def micro_params(tmp: Path, *extra: str):
     """The micro profile with all outputs under ``tmp``."""
-    from electra.config import load_params
+    from electra.core.config import load_params
 
     return load_params(ROOT / "params.yaml", profile="micro", overrides=[*stage_dirs(tmp), *extra])
 
@@ -131,9 +114,9 @@ def micro_params(tmp: Path, *extra: str):
 @pytest.fixture(scope="session")
 def pretrained_micro(tmp_path_factory) -> Path:
     """ingest + tokenize + pretrain on the micro profile, once per session; returns the tmp root."""
-    from electra.ingest import ingest
-    from electra.pretrain import pretrain
-    from electra.tokenize import tokenize
+    from electra.data.ingest import ingest
+    from electra.pretraining.trainer import pretrain
+    from electra.data.tokenize import tokenize
 
     tmp = tmp_path_factory.mktemp("micro")
     params = micro_params(tmp)

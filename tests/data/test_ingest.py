@@ -7,8 +7,8 @@ import unicodedata
 
 import pytest
 
-from electra.config import IngestConfig
-from electra.ingest import (
+from electra.core.config import IngestConfig
+from electra.data.ingest import (
     IngestError,
     decode,
     ingest,
@@ -153,7 +153,7 @@ def test_symlinks_out_of_the_corpus_are_skipped_with_the_reason(tmp_path):
 
 
 def test_files_that_vanish_or_cannot_be_read_during_ingestion_are_recorded(tmp_path, monkeypatch):
-    import electra.ingest as ingest_module
+    import electra.data.ingest as ingest_module
 
     corpus = tmp_path / "corpus"
     corpus.mkdir()

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import shutil
 
-from electra.config import IngestConfig
-from electra.ingest import NearDuplicates, ingest
+from electra.core.config import IngestConfig
+from electra.data.ingest import NearDuplicates, ingest
 from tests.conftest import ROOT
 
 SPEECHES = sorted((ROOT / "data" / "pretrain" / "inaugural").glob("*.txt"))

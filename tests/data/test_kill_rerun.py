@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from electra.stages import run_stage
+from electra.pipeline.stages import run_stage
 from tests.conftest import ROOT, micro_params, stage_dirs
 
 pytestmark = pytest.mark.slow

@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from electra.ingest import (
+from electra.data.ingest import (
     _CONTROL,
     decode,
     normalize_text,
@@ -19,8 +19,8 @@ from electra.ingest import (
     split_long,
     split_sentences,
 )
-from electra.model import mask_tokens
-from electra.tokenize import pack_document
+from electra.pretraining.model import mask_tokens
+from electra.data.tokenize import pack_document
 
 FAST = settings(max_examples=150, deadline=None)
 CLS, SEP, MASK = 101, 102, 103

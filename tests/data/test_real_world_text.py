@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import zstandard
 
-import electra.ingest as ingest_module
-from electra.config import IngestConfig
-from electra.ingest import UndecodableError, decode, ingest, read_shards, split_sentences
+import electra.data.ingest as ingest_module
+from electra.core.config import IngestConfig
+from electra.data.ingest import UndecodableError, decode, ingest, read_shards, split_sentences
 
 
 def _run(tmp_path: Path, corpus: Path, out: str = "out", **params) -> tuple[dict, str]:

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from electra.config import IngestConfig
-from electra.ingest import IngestError, ingest
+from electra.core.config import IngestConfig
+from electra.data.ingest import IngestError, ingest
 from tests.conftest import DATA
 
 # Three real speeches: small, one document each, no WikiText headings.
@@ -107,8 +107,8 @@ def test_a_bad_json_lines_record_is_skipped_and_counted_not_fatal(tmp_path, line
 INGEST_CHILD = r"""
 import sys
 sys.path.insert(0, sys.argv[1])
-from electra.config import IngestConfig
-from electra.ingest import ingest
+from electra.core.config import IngestConfig
+from electra.data.ingest import ingest
 ingest(IngestConfig(sources=[sys.argv[2]], output_dir=sys.argv[3], exclude=[]), progress=False)
 """
 

@@ -7,7 +7,7 @@ import random
 
 import numpy as np
 
-from electra.tokenize import PackedDataset, pack_document
+from electra.data.tokenize import PackedDataset, pack_document
 
 CLS, SEP, PAD = 101, 102, 0
 
@@ -59,8 +59,8 @@ def test_tokenize_stage_outputs(pretrained_micro):
 def test_a_vocab_trained_on_the_corpus_is_saved_with_the_data(pretrained_micro, tmp_path):
     from transformers import AutoTokenizer
 
-    from electra.config import TokenizeConfig
-    from electra.tokenize import tokenize
+    from electra.core.config import TokenizeConfig
+    from electra.data.tokenize import tokenize
 
     cfg = TokenizeConfig(input_dir=str(pretrained_micro / "outputs" / "ingest"), output_dir=str(tmp_path / "tok"),
                          train_vocab=True, vocab_size=2000, max_seq_length=64, max_examples=200)

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from electra.config import IngestConfig, TokenizeConfig
-from electra.ingest import ingest
-from electra.tokenize import PackedDataset, tokenize
+from electra.core.config import IngestConfig, TokenizeConfig
+from electra.data.ingest import ingest
+from electra.data.tokenize import PackedDataset, tokenize
 from tests.conftest import ROOT
 
 CORPUS = ROOT / "data" / "pretrain" / "inaugural"
@@ -70,7 +70,7 @@ def test_max_examples_keeps_the_first_examples_in_shard_order(shards, tmp_path):
 def test_a_run_killed_midway_resumes_with_the_units_it_finished(shards, tmp_path):
     reference = tokenize(_cfg(shards, tmp_path / "reference", workers=1), progress=False)
     out = tmp_path / "killed"
-    code = ("import sys; from electra.config import TokenizeConfig; from electra.tokenize import tokenize; "
+    code = ("import sys; from electra.core.config import TokenizeConfig; from electra.data.tokenize import tokenize; "
             f"tokenize(TokenizeConfig(input_dir={str(shards)!r}, output_dir={str(out)!r}, max_seq_length=64, "
             "workers=1), progress=False)")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)

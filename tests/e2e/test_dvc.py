@@ -190,7 +190,7 @@ def test_dvc_repro_end_to_end(tmp_path: Path) -> None:
     assert (copy / "data" / "MANIFEST.md").is_file()
     _check_sha256sums(copy / "data")
 
-    from electra.config import load_params
+    from electra.core.config import load_params
 
     _set_yaml_line(copy / "params.yaml", None, "profile", "micro")
     _set_yaml_line(copy / "params.yaml", "finetune", "tasks", f"[{', '.join(TASKS)}]")

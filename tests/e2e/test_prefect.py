@@ -123,7 +123,7 @@ def _stub_stages(monkeypatch, behaviour=None):
     import contextlib
 
     import flows.pipeline as pipeline
-    from electra.stages import stage_name
+    from electra.pipeline.stages import stage_name
 
     seen: list[tuple[str, str | None, object]] = []
 
@@ -151,7 +151,7 @@ def test_flow_in_process_fans_out_the_tasks_with_the_flow_run_id(prefect_server,
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     import flows.pipeline as pipeline
-    from electra.config import RegisterConfig, load_params
+    from electra.core.config import RegisterConfig, load_params
 
     seen = _stub_stages(monkeypatch)
     monkeypatch.delenv("PREFECT__FLOW_RUN_ID", raising=False)
@@ -460,8 +460,8 @@ def test_data_stages_on_a_local_dask_cluster_give_the_single_machine_output(pref
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     import flows.pipeline as pipeline
-    from electra.ingest import ingest
-    from electra.tokenize import tokenize
+    from electra.data.ingest import ingest
+    from electra.data.tokenize import tokenize
     from tests.conftest import micro_params
 
     # Thirteen speeches (200 KB) in 50 KB ingest shards: thirteen units, then four.

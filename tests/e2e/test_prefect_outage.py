@@ -263,7 +263,7 @@ def test_a_slot_that_cannot_be_had_fails_the_attempt_naming_the_limit_and_the_se
 
 
 def _micro_tasks() -> list[str]:
-    from electra.config import load_params
+    from electra.core.config import load_params
 
     return list(load_params(ROOT / "params.yaml", profile="micro").finetune.tasks)
 

@@ -84,7 +84,7 @@ def _cli(*args: str):
 @pytest.mark.timeout(900)   # three registrations of every model, on a 2-core machine shared with the suite
 def test_gate_refuses_a_worse_version_promotes_a_better_one_and_rolls_back(pretrained_micro, tmp_path,
                                                                              monkeypatch):
-    from electra.stages import run_stage
+    from electra.pipeline.stages import run_stage
 
     root = pretrained_micro
     strict = ["finetune.tasks=[sst2]", "register.gate.non_inferiority_margin=0.02", "register.gate.bias_drift=true",
@@ -142,7 +142,7 @@ def test_gate_refuses_a_worse_version_promotes_a_better_one_and_rolls_back(pretr
         assert card_text.startswith("---") and "model-index" in card_text and "champion" in card_text
         register_run = client.get_run(v3.tags["gate.evidence_run_id"])
         inputs = {d.dataset.name: d for d in register_run.inputs.dataset_inputs}
-        from electra.register import content_digest
+        from electra.registry.register import content_digest
 
         assert inputs["glue-sst2"].dataset.digest == content_digest(ROOT / "data" / "glue" / "SST-2")
         assert {"glue-sst2", "crows-pairs", "vocab"} <= set(inputs)
@@ -209,7 +209,7 @@ def test_promotion_lock_sits_beside_the_store_and_is_git_ignored():
     """The embedded store's lock file is next to mlflow.db, and git ignores it (and the journal)."""
     import subprocess
 
-    from electra.register import promotion_lock_path
+    from electra.registry.register import promotion_lock_path
 
     assert promotion_lock_path("http://127.0.0.1:5000") is None   # a server locks in its registry
     lock = promotion_lock_path(f"sqlite:///{ROOT}/mlflow.db")
@@ -226,7 +226,7 @@ def test_champion_moves_only_from_the_version_the_gate_compared_with(tmp_path):
     """The compare-and-set under concurrent pipelines: a stale comparison never promotes."""
     import mlflow.pyfunc
 
-    from electra.register import _move_champion, rollback
+    from electra.registry.register import _move_champion, rollback
 
     class Length(mlflow.pyfunc.PythonModel):
         def predict(self, context, model_input, params=None):

@@ -24,7 +24,7 @@ RACER = r"""
 import json, sys, time
 from mlflow import MlflowClient
 import mlflow
-from electra.register import _move_champion
+from electra.registry.register import _move_champion
 url, name, version, start = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
 mlflow.set_tracking_uri(url)
 client = MlflowClient(url)
@@ -40,7 +40,7 @@ def race(client: MlflowClient, url: str, name: str, racers: int) -> None:
     outcome: one winner, whose story alone is in the history and the tags, and no lock left."""
     import mlflow
 
-    from electra.register import LOCK_SUFFIX, _move_champion
+    from electra.registry.register import LOCK_SUFFIX, _move_champion
 
     client.create_registered_model(name)
     run = client.create_run(client.create_experiment(f"race-{name}")).info.run_id
@@ -86,7 +86,7 @@ def test_of_racers_that_compared_with_the_same_champion_exactly_one_moves_it(tmp
 
 def test_a_lock_left_by_a_dead_holder_is_broken_once_stale(tmp_path, monkeypatch):
     """A pipeline killed while holding the lock does not block promotions for ever."""
-    import electra.register as register
+    import electra.registry.register as register
 
     name = "stale-model"
     with running_mlflow_server(tmp_path) as url:
@@ -116,7 +116,7 @@ def test_two_pipelines_breaking_one_stale_lock_never_both_hold_it(tmp_path, monk
     lock; the other's break, acting on its older read, must leave that fresh lock alone
     (a delete by name would remove it, and both would hold the lock). The tombstone of the
     broken lock is swept once no late breaker can meet it."""
-    import electra.register as register
+    import electra.registry.register as register
 
     name = "stale-race"
     lock = f"{name}{register.LOCK_SUFFIX}"
@@ -166,7 +166,7 @@ def test_register_killed_midway_then_two_pipelines_registering_at_once(pretraine
     run at once: one champion, each version's tags and run its own, the orphan left alone."""
     import shutil
 
-    from electra.stages import run_stage
+    from electra.pipeline.stages import run_stage
 
     root = tmp_path / "ws"
     shutil.copytree(pretrained_micro / "outputs" / "pretrain", root / "outputs" / "pretrain")

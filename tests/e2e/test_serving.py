@@ -50,7 +50,7 @@ def test_logged_requirements_install_from_pypi(monkeypatch):
     """A local version label (``+cpu``, ``+cu121``) names a build PyPI does not serve."""
     from packaging.requirements import Requirement
 
-    from electra import register
+    from electra.registry import register
 
     assert register.public_version("2.13.0+cpu") == "2.13.0"
     assert register.public_version("2.13.0+cu121") == "2.13.0"
@@ -66,8 +66,8 @@ def test_logged_requirements_install_from_pypi(monkeypatch):
 def test_glue_label_names_follow_the_data():
     """Label ids in GLUE's files: SST-2 1 = positive, MRPC 1 = paraphrase, CoLA 1 = acceptable;
     RTE and QNLI write the names themselves."""
-    from electra.glue import get_task, read_task
-    from electra.register import label_names
+    from electra.tasks.glue import get_task, read_task
+    from electra.registry.register import label_names
 
     assert label_names("sst2") == ["negative", "positive"]
     assert label_names("mrpc") == ["not_equivalent", "equivalent"]
@@ -83,7 +83,7 @@ def test_glue_label_names_follow_the_data():
 
 
 def test_input_rows_take_what_mlflow_and_callers_pass():
-    from electra.pyfunc_models import input_rows
+    from electra.registry.pyfunc import input_rows
 
     assert input_rows(["a", "b"], ("text",)) == [{"text": "a"}, {"text": "b"}]
     assert input_rows(pd.DataFrame({0: ["a"]}), ("text",)) == [{"text": "a"}]     # MLflow's list -> frame
@@ -100,7 +100,7 @@ def test_input_rows_take_what_mlflow_and_callers_pass():
 @pytest.fixture(scope="module")
 def registry(pretrained_micro, tmp_path_factory) -> str:
     """The micro models fine-tuned on TASKS, evaluated and registered; the store's tracking URI."""
-    from electra.stages import run_stage
+    from electra.pipeline.stages import run_stage
 
     tmp = tmp_path_factory.mktemp("serving")
     params = micro_params(

@@ -9,7 +9,7 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from electra.tracking import MlflowLogger
+from electra.core.tracking import MlflowLogger
 from tests.conftest import free_port, stop_process, wait_http
 
 pytestmark = pytest.mark.slow

@@ -1,7 +1,0 @@
-"""MLflow models-from-code entry for a fine-tuned GLUE model: run on load, nothing unpickled."""
-
-import mlflow.models
-
-from electra.pyfunc_models import SequenceClassifierModel
-
-mlflow.models.set_model(SequenceClassifierModel())

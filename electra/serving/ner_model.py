@@ -1,7 +1,0 @@
-"""MLflow models-from-code entry for the NER (token classification) model: run on load, nothing unpickled."""
-
-import mlflow.models
-
-from electra.pyfunc_models import TokenClassifierModel
-
-mlflow.models.set_model(TokenClassifierModel())

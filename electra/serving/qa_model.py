@@ -1,7 +1,0 @@
-"""MLflow models-from-code entry for the question-answering model: run on load, nothing unpickled."""
-
-import mlflow.models
-
-from electra.pyfunc_models import QuestionAnsweringModel
-
-mlflow.models.set_model(QuestionAnsweringModel())

@@ -1,0 +1,86 @@
+"""Params: profiles, overrides, and errors that name the field."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from electra.core.config import ConfigError, Params, load_params, parse_override
+from tests.conftest import ROOT
+
+PARAMS = ROOT / "params.yaml"
+
+
+@pytest.mark.parametrize("profile", ["micro", "tiny", "small", "base"])
+def test_every_profile_loads(profile):
+    params = load_params(PARAMS, profile=profile)
+    assert params.profile == profile
+    model = params.pretrain.model
+    assert model.hidden_size % model.num_heads == 0
+
+
+def test_small_and_base_hold_the_papers_recipes():
+    small = load_params(PARAMS, profile="small")
+    m = small.pretrain.model
+    assert (m.num_layers, m.hidden_size, m.embedding_size, m.num_heads, m.intermediate_size) == (12, 256, 128, 4, 1024)
+    assert (small.pretrain.batch_size, small.pretrain.lr, small.pretrain.max_steps) == (128, 5e-4, 1_000_000)
+    assert small.tokenize.max_seq_length == 128 and m.generator_fraction == 0.25
+    base = load_params(PARAMS, profile="base")
+    b = base.pretrain.model
+    assert (b.num_layers, b.hidden_size, b.num_heads) == (12, 768, 12)
+    assert (base.pretrain.batch_size, base.pretrain.lr, base.tokenize.max_seq_length) == (256, 2e-4, 512)
+    assert base.finetune.lr == 1e-4 and small.finetune.lr == 3e-4
+
+
+def test_tiny_is_the_default_and_stays_small():
+    params = load_params(PARAMS)
+    assert params.profile == "tiny"
+    assert params.pretrain.model.hidden_size <= 128 and params.pretrain.model.num_layers <= 4
+    assert params.pretrain.discriminator_weight == 50.0 and params.pretrain.mask_token_prob == 0.85
+
+
+def test_dotted_overrides_are_typed():
+    params = load_params(PARAMS, overrides=["pretrain.lr=3e-4", "finetune.tasks=[sst2, rte]", "tokenize.max_examples=null"])
+    assert params.pretrain.lr == 3e-4
+    assert params.finetune.tasks == ["sst2", "rte"]
+    assert params.tokenize.max_examples is None
+    assert parse_override("a.b=1") == (["a", "b"], 1)
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        (["pretrain.lrr=1"], "pretrain.lrr"),
+        (["pretrain.lr=fast"], "pretrain.lr"),
+        (["pretrain.mask_prob=1.5"], "pretrain.mask_prob"),
+        (["pretrain.model.generator_fraction=2"], "pretrain.model.generator_fraction"),
+        (["pretrain.model.hidden_size=100", "pretrain.model.num_heads=3"], "pretrain.model"),
+        (["tokenize.max_seq_length=1024"], "max_position_embeddings"),
+        (["finetune.tasks=[sst2, mnli]"], "finetune.tasks"),
+    ],
+)
+def test_bad_params_are_rejected_naming_the_field(override, field):
+    with pytest.raises(ConfigError) as err:
+        load_params(PARAMS, overrides=override)
+    assert field in str(err.value)
+
+
+def test_bad_files_and_profiles_name_the_file(tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text("pretrain: [1, 2\n")
+    with pytest.raises(ConfigError, match=str(bad)):
+        load_params(bad)
+    with pytest.raises(ConfigError, match="unknown profile 'huge'"):
+        load_params(PARAMS, profile="huge")
+    with pytest.raises(ConfigError, match="not of the form"):
+        load_params(PARAMS, overrides=["pretrain.lr"])
+
+
+def test_params_are_frozen_and_hashable_by_section():
+    params = load_params(PARAMS)
+    with pytest.raises(ValidationError):
+        params.pretrain.lr = 1.0
+    other = load_params(PARAMS, overrides=["pretrain.lr=1e-3"])
+    assert params.section_hash("pretrain") != other.section_hash("pretrain")
+    assert params.section_hash("finetune") == other.section_hash("finetune")
+    assert isinstance(Params().params_hash(), str)
