@@ -14,7 +14,8 @@ from typing import Annotated
 
 import typer
 
-from electra.core.config import OPTIONAL_STAGES, STAGES, ConfigError, Params, load_params, load_resolved
+from electra.core.config import ConfigError, Params, load_params, load_resolved
+from electra.pipeline.table import PIPELINE, TABLE, Stage, stage_name
 
 app = typer.Typer(
     add_completion=False,
@@ -76,7 +77,7 @@ def _load(params_file: str, profile: str | None, overrides: list[str] | None) ->
 
 def _run_one(stage: str, params_file: str, profile: str | None, overrides: list[str] | None, progress: bool,
              resolved: str | None = None, task: str | None = None, as_json: bool = False) -> None:
-    from electra.pipeline.stages import run_stage, stage_name
+    from electra.pipeline.stages import run_stage
     from electra.pipeline.summary import stage_line
 
     _defaults_for_embedded_services(progress)
@@ -105,54 +106,32 @@ TaskOpt = Annotated[str | None, typer.Option(
     "--task", "-t", help="Only this task of finetune.tasks (the stage's run is named <stage>@<task>).")]
 
 
-# As electra.pipeline.stages.PER_TASK_STAGES (not imported here: the CLI's start-up stays light).
-PER_TASK_STAGES = ("finetune", "evaluate")
-
-
-def _make_stage_command(stage: str, doc: str):
-    if stage in PER_TASK_STAGES:
-        def per_task_command(
-            profile: ProfileOpt = None,
-            set_: SetOpt = None,
-            params: ParamsOpt = "params.yaml",
-            progress: ProgressOpt = True,
-            resolved: ResolvedOpt = None,
-            task: TaskOpt = None,
-            as_json: JsonOpt = False,
-        ) -> None:
-            _run_one(stage, params, profile, set_, progress, resolved, task, as_json)
-
-        per_task_command.__doc__ = doc
-        per_task_command.__name__ = stage
-        return per_task_command
-
+def _make_stage_command(stage: Stage):
+    """``electra <stage>``: the options every stage takes, and ``--task`` where it runs per task."""
     def command(
         profile: ProfileOpt = None,
         set_: SetOpt = None,
         params: ParamsOpt = "params.yaml",
         progress: ProgressOpt = True,
         resolved: ResolvedOpt = None,
+        task: TaskOpt = None,
         as_json: JsonOpt = False,
     ) -> None:
-        _run_one(stage, params, profile, set_, progress, resolved, as_json=as_json)
+        _run_one(stage.name, params, profile, set_, progress, resolved, task, as_json)
 
-    command.__doc__ = doc
-    command.__name__ = stage
+    if not stage.per_task:   # typer reads the signature: drop --task where it means nothing
+        import inspect
+
+        signature = inspect.signature(command)
+        command.__signature__ = signature.replace(
+            parameters=[p for p in signature.parameters.values() if p.name != "task"])
+    command.__doc__ = stage.doc
+    command.__name__ = stage.name
     return command
 
 
-_DOCS = {
-    "ingest": "Read raw text files; write normalised, deduplicated sentence shards and a manifest.",
-    "tokenize": "WordPiece-tokenise the shards and pack ELECTRA pretraining examples (memmap shards).",
-    "pretrain": "Pretrain generator + discriminator (replaced-token detection); resumes from checkpoints.",
-    "finetune": "Fine-tune the discriminator on each task in finetune.tasks (or one: --task).",
-    "evaluate": "Dev metrics of each fine-tuned task (or one: --task), the bias benchmarks, the report.",
-    "register": "Log and register the models in MLflow, gate them, set challenger/champion aliases.",
-    "compare": "Replaced-token detection vs masked LM at equal training FLOPs: pretrain both, fine-tune "
-               "snapshots, report GLUE against FLOPs with intervals over seeds.",
-}
-for _stage in STAGES + OPTIONAL_STAGES:
-    app.command(name=_stage, help=_DOCS[_stage])(_make_stage_command(_stage, _DOCS[_stage]))
+for _stage in TABLE.values():
+    app.command(name=_stage.name, help=_stage.doc)(_make_stage_command(_stage))
 
 
 @app.command("run")
@@ -177,10 +156,10 @@ def run_all(
 
     _defaults_for_embedded_services(progress)
     cfg = _load(params, profile, set_)
-    chosen = [s.strip() for s in stages.split(",")] if stages else list(STAGES)
-    unknown = [s for s in chosen if s not in STAGES + OPTIONAL_STAGES]
+    chosen = [s.strip() for s in stages.split(",")] if stages else list(PIPELINE)
+    unknown = [s for s in chosen if s not in TABLE]
     if unknown:
-        typer.echo(f"error: unknown stages {unknown}; stages are {', '.join(STAGES + OPTIONAL_STAGES)}", err=True)
+        typer.echo(f"error: unknown stages {unknown}; stages are {', '.join(TABLE)}", err=True)
         raise typer.Exit(code=2)
 
     def report(stage: str, result: dict) -> None:

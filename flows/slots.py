@@ -44,6 +44,8 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 from uuid import UUID
 
+from electra.core.config import Params
+
 T = TypeVar("T")
 
 # Defaults until params.prefect has fields of these names (then the field is used); an
@@ -300,3 +302,31 @@ def device_slot(name: str, params: Any = None) -> Iterator[None]:
                 _held[key] -= 1
                 _releases[key] += 1
                 _cond.notify_all()
+
+
+def device_limit_name(params: Params) -> str:
+    """The global concurrency limit fine-tuning and evaluation hold a slot of: ``gpu`` or ``cpu``."""
+    from electra.core.runtime import resolve_device
+
+    return "gpu" if resolve_device(params.finetune.device).type == "cuda" else "cpu"
+
+
+def ensure_device_limit(name: str, slots: int, params: Params | None = None) -> None:
+    """Create the global concurrency limit ``name`` with ``slots`` slots unless it exists
+    (an operator's own setting, e.g. the number of GPUs of the pool, is left alone).
+    Given up after ``api_wait_s`` (flows/slots.py) with an error naming the server."""
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    async def ensure(client) -> None:
+        try:
+            await client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            with contextlib.suppress(ObjectAlreadyExists):  # another flow created it meanwhile
+                await client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=slots))
+
+    try:
+        exchange(f"create the global concurrency limit {name!r}", setting(params, "api_wait_s", API_WAIT_S), ensure)
+    except Exception as exc:
+        raise DeviceSlotError(f"the global concurrency limit {name!r} could not be read or created on the "
+                              f"Prefect server at {api_url()}: {exc}") from exc

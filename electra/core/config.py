@@ -26,11 +26,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 # ABCMeta.register on the class, which nothing here uses.
 warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
 
-STAGES = ("ingest", "tokenize", "pretrain", "finetune", "evaluate", "register")
-# Stages outside the pipeline's chain, run on request (`electra compare`, their own flow and DVC file).
-OPTIONAL_STAGES = ("compare",)
-
-
 class ConfigError(ValueError):
     """Raised for params that cannot be loaded or validated; the message names the field."""
 

@@ -123,7 +123,7 @@ def _stub_stages(monkeypatch, behaviour=None):
     import contextlib
 
     import flows.pipeline as pipeline
-    from electra.pipeline.stages import stage_name
+    from electra.pipeline.table import stage_name
 
     seen: list[tuple[str, str | None, object]] = []
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from electra.pipeline.stages import STATE_FILE, run_stage, stage_fingerprint, up_to_date
-from tests.conftest import ROOT, micro_params
+from electra.pipeline.skip import STATE_FILE, stage_fingerprint, up_to_date
+from electra.pipeline.stages import run_stage
+from tests.conftest import micro_params
 
 
 def test_a_stage_reruns_only_when_its_params_code_inputs_or_outputs_change(tmp_path, monkeypatch):
@@ -46,32 +47,30 @@ def test_an_input_change_upstream_reruns_the_stage(tmp_path):
     assert stage_fingerprint("tokenize", params) != before      # its input folder changed
 
 
-def test_the_stage_code_listed_in_dvc_yaml_is_part_of_the_fingerprint(tmp_path):
+def test_the_stage_code_is_part_of_the_fingerprint(tmp_path):
     params = micro_params(tmp_path)
-    one = tmp_path / "one.yaml"
-    one.write_text("stages:\n  ingest:\n    deps: [electra/data/ingest.py]\n")
-    two = tmp_path / "two.yaml"
-    two.write_text("stages:\n  ingest:\n    deps: [electra/data/ingest.py, electra/core/files.py]\n")
-    assert stage_fingerprint("ingest", params, one) != stage_fingerprint("ingest", params, two)
-    assert stage_fingerprint("ingest", params, one) == stage_fingerprint("ingest", params, one)
+    one = stage_fingerprint("ingest", params, code=("data/ingest.py",))
+    assert one != stage_fingerprint("ingest", params, code=("data/ingest.py", "core/files.py"))
+    assert one == stage_fingerprint("ingest", params, code=("data/ingest.py",))
+    # A module moved or renamed is another fingerprint even with the same bytes.
+    assert stage_fingerprint("ingest", params, code=("core/files.py",)) != stage_fingerprint(
+        "ingest", params, code=("core/keys.py",))
 
 
 def test_one_task_of_a_stage_has_its_own_name_folders_and_fingerprint(tmp_path):
     """finetune@sst2 and evaluate@sst2: what the fan-out and DVC's foreach stages record."""
     import pytest
 
-    from electra.pipeline.stages import _stage_code, stage_name, stage_output_dirs
+    from electra.pipeline.table import TABLE, stage_name
 
     params = micro_params(tmp_path)
     assert stage_name("finetune", "sst2") == "finetune@sst2" and stage_name("register") == "register"
-    assert stage_output_dirs("finetune", params, "sst2") == [tmp_path / "outputs/finetune/sst2"]
-    assert stage_output_dirs("evaluate", params, "ner") == [tmp_path / "outputs/evaluate/tasks/ner",
+    assert TABLE["finetune"].outputs(params, "sst2") == [tmp_path / "outputs/finetune/sst2"]
+    assert TABLE["evaluate"].outputs(params, "ner") == [tmp_path / "outputs/evaluate/tasks/ner",
                                                            tmp_path / "outputs/evaluate/predictions/ner"]
     one = stage_fingerprint("finetune", params, task="sst2")
     assert one != stage_fingerprint("finetune", params, task="rte") != stage_fingerprint("finetune", params)
-    # The foreach stage's code is read from its `do:` block in dvc.yaml.
-    assert "finetune.py" in {p.name for p in _stage_code("finetune", ROOT / "dvc.yaml")}
-    assert "register.py" not in {p.name for p in _stage_code("finetune", ROOT / "dvc.yaml")}
+    assert "tasks" in TABLE["finetune"].code and "registry" not in TABLE["finetune"].code
     # Which tasks exist is a finetune param, so it is part of evaluate@<task>'s fingerprint.
     fewer = micro_params(tmp_path, "finetune.tasks=[sst2,ner]")
     assert stage_fingerprint("evaluate", fewer, task="ner") != stage_fingerprint("evaluate", params, task="ner")
@@ -81,8 +80,14 @@ def test_one_task_of_a_stage_has_its_own_name_folders_and_fingerprint(tmp_path):
         run_stage("finetune", params, task="mnli")
 
 
-def test_the_cli_offers_per_task_runs_for_the_same_stages_as_the_library():
-    from electra.cli import PER_TASK_STAGES as cli_stages
-    from electra.pipeline.stages import PER_TASK_STAGES
+def test_the_cli_has_a_command_per_stage_and_task_options_where_the_table_says():
+    from typer.testing import CliRunner
 
-    assert cli_stages == PER_TASK_STAGES
+    from electra.cli import app
+    from electra.pipeline.table import TABLE
+
+    runner = CliRunner()
+    for name, stage in TABLE.items():
+        result = runner.invoke(app, [name, "--help"])
+        assert result.exit_code == 0, result.output
+        assert ("--task" in result.output) == stage.per_task, name
