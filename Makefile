@@ -22,7 +22,7 @@ export DO_NOT_TRACK := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: help run test audit setup data check-remote system mlflow-ui serve-model prefect-server serve clean
+.PHONY: help run test test-fast audit setup data check-remote system mlflow-ui serve-model prefect-server serve clean
 .DEFAULT_GOAL := help
 
 help:  ## this list
@@ -32,8 +32,11 @@ help:  ## this list
 run: setup data  ## the whole pipeline on the tiny profile (electra run; stages already current are skipped)
 	electra run --profile $(PROFILE) --no-progress
 
-test: setup data system  ## the test suite
-	python -m pytest -q
+test: setup data system  ## the test suite (two processes)
+	python -m pytest -q -n 2
+
+test-fast: setup data  ## the tests not marked slow: no servers, no end-to-end runs (a few minutes)
+	python -m pytest -q -n 2 -m "not slow"
 
 audit: setup  ## dependency advisories (pip-audit); fails only on one with a fix to move to
 	python .ci/audit.py

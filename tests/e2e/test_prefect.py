@@ -26,15 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import (
-    ROOT,
-    free_port,
-    running_mlflow_server,
-    running_postgres,
-    stage_dirs,
-    stop_process,
-    wait_http,
-)
+from tests.conftest import ROOT, stage_dirs
+from tests.e2e.services import free_port, running_mlflow_server, running_postgres, stop_process, wait_http
 
 PREFECT = [sys.executable, "-m", "prefect"]
 MODEL = "electra-discriminator"

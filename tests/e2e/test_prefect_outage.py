@@ -27,7 +27,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, free_port, stage_dirs, wait_http
+from tests.conftest import ROOT, stage_dirs
+from tests.e2e.services import free_port, wait_http
 from tests.e2e.test_prefect import PREFECT, _artifacts, _prefect_env, _stop, _stub_stages, _task_states
 
 # A hang here is in a Prefect flow: the engine catches the signal method's exception and then

@@ -18,7 +18,8 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import ROOT, micro_params, running_mlflow_server
+from tests.conftest import ROOT, micro_params
+from tests.e2e.services import running_mlflow_server
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import ROOT, micro_params, running_mlflow_server
+from tests.conftest import ROOT, micro_params
+from tests.e2e.services import running_mlflow_server
 
 # One racer: wait for the common start time, then try to move champion from "1" to its version.
 RACER = r"""

@@ -21,7 +21,8 @@ import mlflow
 import pandas as pd
 import pytest
 
-from tests.conftest import DATA, free_port, micro_params, stop_process, wait_http
+from tests.conftest import DATA, micro_params
+from tests.e2e.services import free_port, stop_process, wait_http
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ import pytest
 from mlflow import MlflowClient
 
 from electra.core.tracking import MlflowLogger
-from tests.conftest import free_port, stop_process, wait_http
+from tests.e2e.services import free_port, stop_process, wait_http
 
 pytestmark = pytest.mark.slow
 
