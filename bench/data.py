@@ -47,7 +47,7 @@ elif step == "tokenize":
     result = tokenize(TokenizeConfig(**config), progress=False)
 elif step == "raw":
     # The same sentences, encoded by the tokenizers library alone (read first, not timed).
-    from electra.data.ingest import read_shards
+    from electra.data.shards import read_shards
     from electra.data.wordpiece import tokenizer_from_vocab
     backend = tokenizer_from_vocab(config["vocab_file"]).backend_tokenizer
     sentences = [s for doc in read_shards(config["input_dir"]) for s in doc]
@@ -91,7 +91,7 @@ def run_child(step: str, config: dict, threads: int) -> dict:
 def corpus_files(corpus: Path) -> list[Path]:
     """The files ingest reads from ``corpus`` with the default excludes."""
     from electra.core.config import IngestConfig
-    from electra.data.ingest import resolve_sources
+    from electra.data.sources import resolve_sources
 
     return [path for _, path in resolve_sources([str(corpus)], IngestConfig().exclude)]
 
@@ -125,72 +125,63 @@ def grow(corpus: Path, out: Path, scale: int, how: str) -> Path:
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--corpus", default=str(ROOT / "data" / "pretrain"))
-    parser.add_argument("--vocab", default=str(ROOT / "data" / "vocab" / "bert-base-uncased-vocab.txt"))
-    parser.add_argument("--scale", type=int, default=10)
-    parser.add_argument("--workers", type=int, nargs="+", default=[1])
-    parser.add_argument("--shard-mb", type=float, default=1.0,
-                        help="ingest shard size: the unit of tokenize's parallel work")
-    args = parser.parse_args()
+def ingest_rows(corpus: Path, variants: list[tuple[str, Path]], workers: list[int], shard_mb: float,
+                work: Path) -> list[dict]:
+    """Ingest every corpus variant on one worker (its shards feed the tokenize rows), then the
+    1x corpus on each other worker count."""
+    ingest_cfg = {"shard_size_mb": shard_mb, "workers": 1}   # other fields: IngestConfig's defaults
+    runs = [(name, source, 1, work / f"ingest-{name.replace(' ', '-')}") for name, source in variants]
+    runs += [("1x", corpus, n, work / f"ingest-1x-{n}") for n in workers if n != 1]
+    rows = []
+    for name, source, n, out in runs:
+        result = run_child("ingest", {**ingest_cfg, "workers": n, "sources": [str(source)], "output_dir": str(out)}, 1)
+        rows.append({"step": "ingest", "corpus": name, "workers": n, "seconds": round(result["seconds"], 2),
+                     "peak_mib": result["peak_mib"], "documents": result["documents"]})
+    return rows
 
-    work = Path(tempfile.mkdtemp(prefix="electra-bench-data-"))
-    rows: list[dict] = []
-    try:
-        corpus = Path(args.corpus)
-        corpus_mb = sum(p.stat().st_size for p in corpus_files(corpus)) / 2**20
-        variants = [("1x", corpus),
-                    (f"{args.scale}x files", grow(corpus, work / "files", args.scale, "files")),
-                    (f"{args.scale}x lines", grow(corpus, work / "lines", args.scale, "lines"))]
-        ingest_cfg = {"shard_size_mb": args.shard_mb, "workers": 1}   # other fields: IngestConfig's defaults
-        for name, source in variants:
-            out = work / f"ingest-{name.replace(' ', '-')}"
-            result = run_child("ingest", {**ingest_cfg, "sources": [str(source)], "output_dir": str(out)}, 1)
-            rows.append({"step": "ingest", "corpus": name, "workers": 1, "seconds": round(result["seconds"], 2),
-                         "peak_mib": result["peak_mib"], "documents": result["documents"]})
-        for workers in args.workers:
-            if workers == 1:
-                continue
-            out = work / f"ingest-1x-{workers}"
-            result = run_child("ingest", {**ingest_cfg, "workers": workers, "sources": [str(corpus)],
-                                          "output_dir": str(out)}, 1)
-            rows.append({"step": "ingest", "corpus": "1x", "workers": workers, "seconds": round(result["seconds"], 2),
-                         "peak_mib": result["peak_mib"], "documents": result["documents"]})
-        for threads in args.workers:
-            for name, _ in variants:
-                if threads > 1 and name.endswith("lines"):
-                    continue   # memory is measured on one worker; scaling on the 1x and 10x-files corpora
-                shards = work / f"ingest-{name.replace(' ', '-')}"
-                text_mb = sum(p.stat().st_size for p in shards.glob("shard-*.txt")) / 2**20
-                tok = {"input_dir": str(shards), "output_dir": str(work / f"tok-{threads}-{name.replace(' ', '-')}"),
-                       "vocab_file": args.vocab, "shard_examples": 100_000, "workers": threads}
-                ours = run_child("tokenize", tok, threads)
-                tokens = ours["train_tokens"]
-                row = {"step": "tokenize+pack", "corpus": name, "workers": threads,
-                       "seconds": round(ours["seconds"], 2), "peak_mib": ours["peak_mib"],
-                       "mb_per_s": round(text_mb / ours["seconds"], 2)}
-                if not name.endswith("lines"):
-                    raw = run_child("raw", tok, threads)
-                    row["tokens_per_s"] = round(raw["tokens"] / ours["seconds"])
-                    row["raw_tokens_per_s"] = round(raw["tokens"] / raw["seconds"])
-                    row["vs_raw"] = round(raw["seconds"] / ours["seconds"], 3)
-                    row["packed_tokens"] = tokens
-                rows.append(row)
-        # A rerun with nothing changed, through the stages' skip records (what `electra run`,
-        # the flow and `dvc repro`'s fingerprints do), after one full run.
-        overrides = [f"ingest.sources=[{corpus}]", f"ingest.output_dir={work}/noop-ingest",
-                     f"tokenize.input_dir={work}/noop-ingest", f"tokenize.output_dir={work}/noop-tok",
-                     f"tracking.store_path={work}/mlflow.db", f"tracking.artifact_dir={work}/mlartifacts"]
-        noop = {"params": str(ROOT / "params.yaml"), "overrides": overrides}
-        first = run_child("noop", noop, 1)
-        again = run_child("noop", noop, 1)
-        rows.append({"step": "rerun (all up to date)", "corpus": "1x", "workers": 1,
-                     "seconds": round(again["seconds"], 2), "first_run_seconds": round(first["seconds"], 2),
-                     "skipped": again["ingest"] and again["tokenize"]})
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
+def tokenize_rows(variants: list[tuple[str, Path]], workers: list[int], vocab: str, work: Path) -> list[dict]:
+    """Tokenize+pack each variant's shards on each worker count (the longer-lines corpus on one
+    worker only: it measures memory), against the raw tokenizer on the same sentences."""
+    rows = []
+    for threads in workers:
+        for name, _ in variants:
+            if threads > 1 and name.endswith("lines"):
+                continue   # memory is measured on one worker; scaling on the 1x and 10x-files corpora
+            shards = work / f"ingest-{name.replace(' ', '-')}"
+            text_mb = sum(p.stat().st_size for p in shards.glob("shard-*.txt")) / 2**20
+            tok = {"input_dir": str(shards), "output_dir": str(work / f"tok-{threads}-{name.replace(' ', '-')}"),
+                   "vocab_file": vocab, "shard_examples": 100_000, "workers": threads}
+            ours = run_child("tokenize", tok, threads)
+            row = {"step": "tokenize+pack", "corpus": name, "workers": threads,
+                   "seconds": round(ours["seconds"], 2), "peak_mib": ours["peak_mib"],
+                   "mb_per_s": round(text_mb / ours["seconds"], 2)}
+            if not name.endswith("lines"):
+                raw = run_child("raw", tok, threads)
+                row["tokens_per_s"] = round(raw["tokens"] / ours["seconds"])
+                row["raw_tokens_per_s"] = round(raw["tokens"] / raw["seconds"])
+                row["vs_raw"] = round(raw["seconds"] / ours["seconds"], 3)
+                row["packed_tokens"] = ours["train_tokens"]
+            rows.append(row)
+    return rows
+
+
+def rerun_row(corpus: Path, work: Path) -> dict:
+    """A rerun with nothing changed, through the stages' skip records (what `electra run`,
+    the flow and `dvc repro`'s fingerprints do), after one full run."""
+    overrides = [f"ingest.sources=[{corpus}]", f"ingest.output_dir={work}/noop-ingest",
+                 f"tokenize.input_dir={work}/noop-ingest", f"tokenize.output_dir={work}/noop-tok",
+                 f"tracking.store_path={work}/mlflow.db", f"tracking.artifact_dir={work}/mlartifacts"]
+    noop = {"params": str(ROOT / "params.yaml"), "overrides": overrides}
+    first = run_child("noop", noop, 1)
+    again = run_child("noop", noop, 1)
+    return {"step": "rerun (all up to date)", "corpus": "1x", "workers": 1,
+            "seconds": round(again["seconds"], 2), "first_run_seconds": round(first["seconds"], 2),
+            "skipped": again["ingest"] and again["tokenize"]}
+
+
+def report(args: argparse.Namespace, corpus_mb: float, rows: list[dict]) -> None:
+    """The table for people, then one JSON object (with the peak-memory growth ratios) as the last line."""
     print(f"corpus {args.corpus}: {corpus_mb:.1f} MB of text files; growth x{args.scale}; {os.cpu_count()} CPUs")
     keys = ["step", "corpus", "workers", "seconds", "peak_mib", "mb_per_s", "tokens_per_s", "raw_tokens_per_s",
             "vs_raw", "first_run_seconds", "skipped"]
@@ -206,6 +197,31 @@ def main() -> None:
             if base and grown:
                 summary[f"{step}_peak_ratio_{how}"] = round(grown["peak_mib"] / base["peak_mib"], 2)
     print(json.dumps(summary))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", default=str(ROOT / "data" / "pretrain"))
+    parser.add_argument("--vocab", default=str(ROOT / "data" / "vocab" / "bert-base-uncased-vocab.txt"))
+    parser.add_argument("--scale", type=int, default=10)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1])
+    parser.add_argument("--shard-mb", type=float, default=1.0,
+                        help="ingest shard size: the unit of tokenize's parallel work")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="electra-bench-data-"))
+    try:
+        corpus = Path(args.corpus)
+        corpus_mb = sum(p.stat().st_size for p in corpus_files(corpus)) / 2**20
+        variants = [("1x", corpus),
+                    (f"{args.scale}x files", grow(corpus, work / "files", args.scale, "files")),
+                    (f"{args.scale}x lines", grow(corpus, work / "lines", args.scale, "lines"))]
+        rows = ingest_rows(corpus, variants, args.workers, args.shard_mb, work)
+        rows += tokenize_rows(variants, args.workers, args.vocab, work)
+        rows.append(rerun_row(corpus, work))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    report(args, corpus_mb, rows)
 
 
 if __name__ == "__main__":

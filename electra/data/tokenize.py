@@ -16,6 +16,10 @@ of its output (``shard_examples`` rows each). The ``.npy`` files open as memory 
 examples, are split between train and validation, so no text leaks across the split.
 Finished units are kept in ``<output_dir>.cache`` (hard-linked into the output), so a
 killed run, or one after the corpus grew, redoes only what is new.
+
+Packing itself (sentences into ``[CLS] A [SEP] B [SEP]`` examples) is in
+:mod:`electra.data.packing`; this module is the stage: the unit of work, the merge and
+:class:`PackedDataset`, which reads the output.
 """
 
 from __future__ import annotations
@@ -27,7 +31,6 @@ import os
 import random
 import shutil
 import time
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,98 +38,15 @@ import numpy as np
 
 from electra.core.config import TokenizeConfig
 from electra.core.files import atomic_dir, read_json, sha256_file, sha256_tree, write_json
-from electra.data.ingest import read_shards, shard_documents
+from electra.core.keys import content_key
 from electra.core.parallel import default_workers, map_units
+from electra.data.packing import PackedExample, encoded_documents, pack_document
+from electra.data.shards import read_shards, shard_documents
 from electra.data.wordpiece import tokenizer_from_vocab, train_tokenizer
 
-
-@dataclass(frozen=True)
-class PackedExample:
-    """One pretraining example before padding: ``[CLS] A [SEP] (B [SEP])``."""
-
-    input_ids: list[int]
-    token_type_ids: list[int]
-
-
-def _split_long(ids: list[int], limit: int) -> list[list[int]]:
-    """Cut a sentence longer than ``limit`` tokens into pieces (rare: headings, lists)."""
-    return [ids[i : i + limit] for i in range(0, len(ids), limit)]
-
-
-def pack_document(
-    sentences: list[list[int]],
-    max_seq_length: int,
-    cls_id: int,
-    sep_id: int,
-    rng: random.Random,
-    short_seq_prob: float = 0.1,
-    single_segment_prob: float = 0.1,
-) -> Iterator[PackedExample]:
-    """Pack one document's tokenised sentences into examples, greedily, never crossing documents.
-
-    Sentences are added to the current chunk until the next one would overflow the
-    target length (``max_seq_length - 3`` for the special tokens; with probability
-    ``short_seq_prob`` a shorter random target, as ELECTRA does so that the model also
-    sees short inputs). A full chunk is split at a sentence boundary into segments A
-    and B of about equal size (or kept as one segment with ``single_segment_prob``).
-    """
-    budget = max_seq_length - 3
-
-    def new_target() -> int:
-        if rng.random() < short_seq_prob:
-            return rng.randint(2, budget)
-        return budget
-
-    pieces: list[list[int]] = []
-    for ids in sentences:
-        if len(ids) > budget:
-            pieces.extend(_split_long(ids, budget))
-        elif ids:
-            pieces.append(ids)
-    target = new_target()
-    chunk: list[list[int]] = []
-    size = 0
-    for piece in pieces:
-        if chunk and size + len(piece) > target:
-            yield _make_example(chunk, budget, cls_id, sep_id, rng, single_segment_prob)
-            chunk, size, target = [], 0, new_target()
-        chunk.append(piece)
-        size += len(piece)
-    if chunk:
-        yield _make_example(chunk, budget, cls_id, sep_id, rng, single_segment_prob)
-
-
-def _make_example(
-    chunk: list[list[int]], budget: int, cls_id: int, sep_id: int, rng: random.Random,
-    single_segment_prob: float,
-) -> PackedExample:
-    total = sum(len(p) for p in chunk)
-    split = len(chunk)
-    if len(chunk) > 1 and rng.random() >= single_segment_prob:
-        # First boundary at which segment A holds at least half of the tokens.
-        running = 0
-        for i, piece in enumerate(chunk[:-1]):
-            running += len(piece)
-            if running * 2 >= total:
-                split = i + 1
-                break
-        else:
-            split = len(chunk) - 1
-    seg_a = [t for p in chunk[:split] for t in p]
-    seg_b = [t for p in chunk[split:] for t in p]
-    # A chunk can exceed the budget by one sentence only when it is a single piece
-    # that already fits; trimming here keeps the invariant len <= max_seq_length.
-    overflow = len(seg_a) + len(seg_b) - budget
-    if overflow > 0:
-        seg_b = seg_b[: max(0, len(seg_b) - overflow)]
-        if len(seg_a) + len(seg_b) > budget:
-            seg_a = seg_a[:budget]
-    ids = [cls_id, *seg_a, sep_id]
-    types = [0] * len(ids)
-    if seg_b:
-        ids += [*seg_b, sep_id]
-        types += [1] * (len(seg_b) + 1)
-    return PackedExample(ids, types)
+# The modules a unit's folder depends on (besides its shard, the tokenizer and the settings):
+# reading the shard, packing it, and this unit of work. Editing any of them makes every unit stale.
+UNIT_CODE = ("data/tokenize.py", "data/packing.py", "data/shards.py")
 
 
 def _is_validation(document: list[str], fraction: float, seed: int) -> bool:
@@ -195,44 +115,6 @@ class _ShardedArrayWriter:
         self._types.fill(0)
         self._lengths.fill(0)
         self._rows = 0
-
-
-ENCODE_BATCH_SENTENCES = 4096
-
-
-def encoded_documents(documents: Iterable[list[str]], backend,
-                      batch: int = ENCODE_BATCH_SENTENCES) -> Iterator[tuple[list[str], list[list[int]]]]:
-    """Each document with its sentences' token ids, in order.
-
-    Sentences go to ``encode_batch`` ``batch`` at a time across documents (or slices of
-    one long document), so the tokenizer's threads have work enough, and only the ids
-    are kept (an ``Encoding`` also holds tokens, offsets and masks). Ids do not depend on
-    how sentences are batched, so the output is the same as one call per document.
-    """
-    group: list[list[str]] = []
-    size = 0
-
-    # encode_batch_fast skips the character offsets, which packing does not use (same ids).
-    encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
-
-    def encode_group() -> Iterator[tuple[list[str], list[list[int]]]]:
-        sentences = [sentence for document in group for sentence in document]
-        ids: list[list[int]] = []
-        for at in range(0, len(sentences), batch):
-            ids.extend(e.ids for e in encode(sentences[at:at + batch], add_special_tokens=False))
-        at = 0
-        for document in group:
-            yield document, ids[at:at + len(document)]
-            at += len(document)
-
-    for document in documents:
-        group.append(document)
-        size += len(document)
-        if size >= batch:
-            yield from encode_group()
-            group, size = [], 0
-    if group:
-        yield from encode_group()
 
 
 # --- the unit of work: one input shard ------------------------------------------------------
@@ -363,9 +245,121 @@ def _merge_split(units: list[tuple[dict, Path, int | None]], split: str, folder:
     return {"examples": examples, "tokens": tokens, "shards": len(index)}
 
 
-def _code_version() -> str:
-    """The packing code's hash: a unit cached by older code is not reused."""
-    return sha256_file(Path(__file__))
+def _unit_version(cfg: TokenizeConfig, tokenizer_hash: str) -> str:
+    """What every unit's folder depends on besides its shard: the settings that shape the
+    examples, the tokenizer (by its file's hash) and the code (``UNIT_CODE``). A unit cached
+    under anything else is not reused."""
+    settings = {k: getattr(cfg, k) for k in ("max_seq_length", "short_seq_prob", "validation_fraction", "seed",
+                                              "shard_examples", "max_examples")}
+    return content_key({"settings": settings, "tokenizer": tokenizer_hash}, code=UNIT_CODE)
+
+
+def _input_shards(cfg: TokenizeConfig) -> dict[str, str]:
+    """The ingest shards to tokenise, name -> content hash, from ingest's manifest."""
+    manifest = Path(cfg.input_dir) / "manifest.json"
+    if not manifest.is_file():
+        raise FileNotFoundError(f"{manifest}: not found; run `electra ingest` first")
+    shards = read_json(manifest).get("shards") or {}
+    if not shards:
+        raise ValueError(f"{manifest}: lists no shards")
+    return shards
+
+
+def _tokenizer(cfg: TokenizeConfig):
+    """The WordPiece tokenizer: read from ``cfg.vocab_file``, or trained on the corpus, from a
+    stream over the shards (never from one in-memory list)."""
+    if cfg.train_vocab:
+        return train_tokenizer(
+            (s for doc in read_shards(cfg.input_dir) for s in doc), vocab_size=cfg.vocab_size,
+            lowercase=cfg.lowercase,
+        )
+    return tokenizer_from_vocab(cfg.vocab_file, lowercase=cfg.lowercase)
+
+
+def _id_dtype(tokenizer) -> np.dtype:
+    """The narrowest dtype the token ids fit: uint16 for a vocab of up to 65,535 ids."""
+    return np.dtype(np.uint16 if len(tokenizer) <= np.iinfo(np.uint16).max else np.int32)
+
+
+def _unit_jobs(cfg: TokenizeConfig, shards: dict[str, str], tokenizer, cache: Path) -> list[UnitJob]:
+    """One unit per input shard, in name order, each with its cache folder (keyed by the
+    shard's hash and :func:`_unit_version`). The tokenizer is saved in the cache for the workers."""
+    tokenizer_dir = cache / "tokenizer"
+    with atomic_dir(tokenizer_dir) as tmp:
+        tokenizer.save_pretrained(tmp)
+    tokenizer_hash = sha256_file(tokenizer_dir / "tokenizer.json")
+    version = _unit_version(cfg, tokenizer_hash)
+    special_ids = (tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id)
+    jobs = []
+    for index, (name, shard_hash) in enumerate(sorted(shards.items())):
+        key = hashlib.sha256(f"{version}:{shard_hash}".encode()).hexdigest()[:24]
+        jobs.append(UnitJob(index=index, shard=str(Path(cfg.input_dir) / name), shard_hash=shard_hash,
+                            tokenizer_file=str(tokenizer_dir / "tokenizer.json"), tokenizer_hash=tokenizer_hash,
+                            out_dir=str(cache / f"unit-{key}"),
+                            cfg=cfg, special_ids=special_ids, id_dtype=_id_dtype(tokenizer).name))
+    return jobs
+
+
+def _run_units(cfg: TokenizeConfig, jobs: list[UnitJob], workers: int,
+               progress: bool) -> tuple[list[tuple[dict, Path]], int]:
+    """Run the units (``workers`` at a time) and keep them in shard order; under
+    ``cfg.max_examples``, only until the cap is reached, the last one marked with where to
+    ``cut`` it. Returns the kept units with their folders, and how many came from the cache."""
+    from tqdm import tqdm
+
+    kept: list[tuple[dict, Path]] = []
+    total = reused = 0
+    results = map_units(tokenize_unit, jobs, workers)
+    for job, unit in tqdm(zip(jobs, results), total=len(jobs), desc="tokenize", unit="shard", disable=not progress):
+        reused += unit.pop("reused")
+        if cfg.max_examples and total + unit["examples"] >= cfg.max_examples:
+            cut = _cut(unit, Path(job.out_dir), cfg.max_examples - total)
+            kept.append(({**unit, "cut": cut}, Path(job.out_dir)))
+            total = cfg.max_examples
+            break
+        kept.append((unit, Path(job.out_dir)))
+        total += unit["examples"]
+    if hasattr(results, "close"):
+        results.close()     # under max_examples: the pool's remaining units are cancelled
+    return kept, reused
+
+
+def _write_output(cfg: TokenizeConfig, tokenizer, kept: list[tuple[dict, Path]], cache: Path,
+                  run: dict, started: float) -> dict:
+    """The output folder: the tokenizer, each split merged from the kept units, and
+    ``summary.json`` (written last, its ``content_hash`` over everything before it, then
+    ``run``: how this run went, with its seconds since ``started``). Returns the summary."""
+    with atomic_dir(cfg.output_dir) as tmp:
+        shutil.copytree(cache / "tokenizer", tmp / "tokenizer")
+        splits = {
+            split: _merge_split([(u, d, u.get("cut", {}).get(split)) for u, d in kept], split, tmp / split)
+            for split in SPLITS
+        }
+        documents = sum(u["documents"] for u, _ in kept)
+        if splits["train"]["examples"] == 0:
+            raise ValueError(f"{cfg.input_dir}: the corpus produced no training examples")
+        if splits["validation"]["examples"] == 0:
+            raise ValueError(
+                f"{cfg.input_dir}: no document fell into validation (fraction "
+                f"{cfg.validation_fraction} of {documents} documents); raise tokenize.validation_fraction"
+            )
+        summary = {
+            "stage": "tokenize",
+            "vocab_size": len(tokenizer),
+            "vocab_source": "trained" if cfg.train_vocab else cfg.vocab_file,
+            "max_seq_length": cfg.max_seq_length,
+            "id_dtype": _id_dtype(tokenizer).name,
+            "special_ids": {"cls": tokenizer.cls_token_id, "sep": tokenizer.sep_token_id,
+                            "pad": tokenizer.pad_token_id, "mask": tokenizer.mask_token_id},
+            "splits": splits,
+            "documents": documents,
+            "input_shards": len(kept),
+        }
+        summary["content_hash"] = sha256_tree(tmp)
+        # How this run went (not part of the output's content: any worker count gives the same).
+        summary["run"] = {**run, "seconds": round(time.time() - started, 3)}
+        write_json(tmp / "summary.json", summary)
+    return summary
 
 
 def tokenize(cfg: TokenizeConfig, progress: bool = True) -> dict:
@@ -377,102 +371,31 @@ def tokenize(cfg: TokenizeConfig, progress: bool = True) -> dict:
     a rerun after a kill redoes only the shards not finished. Returns the output folder,
     example counts and the content hash of the output.
     """
-    from tqdm import tqdm
-
     started = time.time()
-    manifest = Path(cfg.input_dir) / "manifest.json"
-    if not manifest.is_file():
-        raise FileNotFoundError(f"{manifest}: not found; run `electra ingest` first")
-    shards = read_json(manifest).get("shards") or {}
-    if not shards:
-        raise ValueError(f"{manifest}: lists no shards")
-    # The vocab is trained from a stream over the shards, never from one in-memory list.
-    if cfg.train_vocab:
-        tokenizer = train_tokenizer(
-            (s for doc in read_shards(cfg.input_dir) for s in doc), vocab_size=cfg.vocab_size,
-            lowercase=cfg.lowercase,
-        )
-    else:
-        tokenizer = tokenizer_from_vocab(cfg.vocab_file, lowercase=cfg.lowercase)
-    vocab_size = len(tokenizer)
-    id_dtype = np.dtype(np.uint16 if vocab_size <= np.iinfo(np.uint16).max else np.int32)
-    cls_id, sep_id, pad_id = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id
+    # 1. The input: ingest's shards (name -> hash); the tokenizer, read or trained on them.
+    shards = _input_shards(cfg)
+    tokenizer = _tokenizer(cfg)
     workers = cfg.workers or default_workers()
-
     cache = Path(f"{cfg.output_dir}.cache")
     cache.mkdir(parents=True, exist_ok=True)
-    tokenizer_dir = cache / "tokenizer"
-    with atomic_dir(tokenizer_dir) as tmp:
-        tokenizer.save_pretrained(tmp)
-    tokenizer_hash = sha256_file(tokenizer_dir / "tokenizer.json")
-    settings = {k: getattr(cfg, k) for k in ("max_seq_length", "short_seq_prob", "validation_fraction", "seed",
-                                              "shard_examples", "max_examples")}
-    version = hashlib.sha256(json.dumps([settings, tokenizer_hash, _code_version()], sort_keys=True).encode()).hexdigest()
-    jobs = []
-    for index, (name, shard_hash) in enumerate(sorted(shards.items())):
-        key = hashlib.sha256(f"{version}:{shard_hash}".encode()).hexdigest()[:24]
-        jobs.append(UnitJob(index=index, shard=str(Path(cfg.input_dir) / name), shard_hash=shard_hash,
-                            tokenizer_file=str(tokenizer_dir / "tokenizer.json"), tokenizer_hash=tokenizer_hash,
-                            out_dir=str(cache / f"unit-{key}"),
-                            cfg=cfg, special_ids=(cls_id, sep_id, pad_id), id_dtype=id_dtype.name))
-
-    # Units in shard order; under max_examples, only until the cap is reached.
-    kept: list[tuple[dict, Path, int | None]] = []
-    total = reused = 0
-    results = map_units(tokenize_unit, jobs, workers)
-    for job, unit in tqdm(zip(jobs, results), total=len(jobs), desc="tokenize", unit="shard", disable=not progress):
-        reused += unit.pop("reused")
-        if cfg.max_examples and total + unit["examples"] >= cfg.max_examples:
-            cut = _cut(unit, Path(job.out_dir), cfg.max_examples - total)
-            kept.append(({**unit, "cut": cut}, Path(job.out_dir), None))
-            total = cfg.max_examples
-            break
-        kept.append((unit, Path(job.out_dir), None))
-        total += unit["examples"]
-    if hasattr(results, "close"):
-        results.close()     # under max_examples: the pool's remaining units are cancelled
-
-    with atomic_dir(cfg.output_dir) as tmp:
-        shutil.copytree(tokenizer_dir, tmp / "tokenizer")
-        splits = {
-            split: _merge_split([(u, d, u.get("cut", {}).get(split)) for u, d, _ in kept], split, tmp / split)
-            for split in SPLITS
-        }
-        documents = sum(u["documents"] for u, _, _ in kept)
-        if splits["train"]["examples"] == 0:
-            raise ValueError(f"{cfg.input_dir}: the corpus produced no training examples")
-        if splits["validation"]["examples"] == 0:
-            raise ValueError(
-                f"{cfg.input_dir}: no document fell into validation (fraction "
-                f"{cfg.validation_fraction} of {documents} documents); raise tokenize.validation_fraction"
-            )
-        summary = {
-            "stage": "tokenize",
-            "vocab_size": vocab_size,
-            "vocab_source": "trained" if cfg.train_vocab else cfg.vocab_file,
-            "max_seq_length": cfg.max_seq_length,
-            "id_dtype": id_dtype.name,
-            "special_ids": {"cls": cls_id, "sep": sep_id, "pad": pad_id, "mask": tokenizer.mask_token_id},
-            "splits": splits,
-            "documents": documents,
-            "input_shards": len(kept),
-        }
-        summary["content_hash"] = sha256_tree(tmp)
-        # How this run went (not part of the output's content: any worker count gives the same).
-        summary["run"] = {"workers": workers, "units": len(kept), "units_reused": reused,
-                          "seconds": round(time.time() - started, 3)}
-        write_json(tmp / "summary.json", summary)
-    # Units of other versions or shards are no longer part of any output: reclaim their space.
+    # 2. One unit per shard, run in parallel (units already in the cache are reused).
+    jobs = _unit_jobs(cfg, shards, tokenizer, cache)
+    kept, reused = _run_units(cfg, jobs, workers, progress)
+    # 3. The output: the units merged in shard order, the summary last.
+    run = {"workers": workers, "units": len(kept), "units_reused": reused}
+    summary = _write_output(cfg, tokenizer, kept, cache, run, started)
+    # 4. Units of other versions or shards are no longer part of any output: reclaim their space.
     live = {Path(job.out_dir).name for job in jobs} | {"tokenizer"}
     for entry in cache.iterdir():
         if entry.name not in live and not entry.name.startswith("."):
             shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+    splits = summary["splits"]
     return {
         "output_dir": cfg.output_dir,
         "train_examples": splits["train"]["examples"],
         "validation_examples": splits["validation"]["examples"],
         "train_tokens": splits["train"]["tokens"],
-        "vocab_size": vocab_size,
+        "vocab_size": len(tokenizer),
         "units_reused": reused,
         "content_hash": summary["content_hash"],
     }

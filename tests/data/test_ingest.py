@@ -8,14 +8,11 @@ import unicodedata
 import pytest
 
 from electra.core.config import IngestConfig
-from electra.data.ingest import (
-    IngestError,
-    decode,
-    ingest,
-    normalize_text,
-    read_shards,
-    split_sentences,
-)
+from electra.data.decoding import decode
+from electra.data.ingest import ingest
+from electra.data.shards import read_shards
+from electra.data.sources import IngestError
+from electra.data.text import normalize_text, split_sentences
 from tests.conftest import DATA
 
 
@@ -153,7 +150,9 @@ def test_symlinks_out_of_the_corpus_are_skipped_with_the_reason(tmp_path):
 
 
 def test_files_that_vanish_or_cannot_be_read_during_ingestion_are_recorded(tmp_path, monkeypatch):
+    import electra.data.decoding as decoding_module
     import electra.data.ingest as ingest_module
+    import electra.data.sources as sources_module
 
     corpus = tmp_path / "corpus"
     corpus.mkdir()
@@ -166,7 +165,7 @@ def test_files_that_vanish_or_cannot_be_read_during_ingestion_are_recorded(tmp_p
         (corpus / "gone.txt").unlink()   # removed after the listing, before it is read
         return files
 
-    real_open = ingest_module.open_source
+    real_open = sources_module.open_source
 
     def open_source(path):
         if path.name == "locked.txt":   # as a file with no read permission (root ignores chmod)
@@ -174,7 +173,8 @@ def test_files_that_vanish_or_cannot_be_read_during_ingestion_are_recorded(tmp_p
         return real_open(path)
 
     monkeypatch.setattr(ingest_module, "resolve_sources", list_then_delete)
-    monkeypatch.setattr(ingest_module, "open_source", open_source)
+    for module in (sources_module, decoding_module):   # each module that opens files
+        monkeypatch.setattr(module, "open_source", open_source)
     ingest(_cfg(tmp_path, [corpus], workers=1), progress=False)   # in this process: the patch applies
     manifest = _manifest(tmp_path)
     reasons = {s["path"].rsplit("/", 1)[-1]: s["reason"] for s in manifest["skipped"]}

@@ -7,7 +7,8 @@ import json
 import shutil
 
 from electra.core.config import IngestConfig
-from electra.data.ingest import NearDuplicates, ingest
+from electra.data.dedup import NearDuplicates
+from electra.data.ingest import ingest
 from tests.conftest import ROOT
 
 SPEECHES = sorted((ROOT / "data" / "pretrain" / "inaugural").glob("*.txt"))

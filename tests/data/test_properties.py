@@ -11,16 +11,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from electra.data.ingest import (
-    _CONTROL,
-    decode,
-    normalize_text,
-    split_lines,
-    split_long,
-    split_sentences,
-)
+from electra.data.decoding import decode
+from electra.data.packing import pack_document
+from electra.data.text import _CONTROL, normalize_text, split_lines, split_long, split_sentences
 from electra.pretraining.model import mask_tokens
-from electra.data.tokenize import pack_document
 
 FAST = settings(max_examples=150, deadline=None)
 CLS, SEP, MASK = 101, 102, 103

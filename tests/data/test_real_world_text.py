@@ -11,14 +11,21 @@ import gzip
 import json
 import lzma
 import random
+import shutil
 from pathlib import Path
 
 import pytest
 import zstandard
 
+import electra.core.keys as keys_module
+import electra.data.decoding as decoding_module
 import electra.data.ingest as ingest_module
+import electra.data.sources as sources_module
 from electra.core.config import IngestConfig
-from electra.data.ingest import UndecodableError, decode, ingest, read_shards, split_sentences
+from electra.data.decoding import UndecodableError, decode
+from electra.data.ingest import ingest
+from electra.data.shards import read_shards
+from electra.data.text import split_sentences
 
 
 def _run(tmp_path: Path, corpus: Path, out: str = "out", **params) -> tuple[dict, str]:
@@ -113,7 +120,7 @@ def test_corruption_found_only_while_writing_leaves_nothing_of_the_file(tmp_path
     entry is dropped: a skip, not half a file."""
     corpus = _corpus(tmp_path)
     (corpus / "changes.txt.gz").write_bytes(gzip.compress(BODY))
-    real_open = ingest_module.open_source
+    real_open = sources_module.open_source
     opened: dict[str, int] = {}
 
     def open_source(path):
@@ -122,7 +129,8 @@ def test_corruption_found_only_while_writing_leaves_nothing_of_the_file(tmp_path
             path.write_bytes(gzip.compress(BODY)[: len(BODY) // 40])
         return real_open(path)
 
-    monkeypatch.setattr(ingest_module, "open_source", open_source)
+    for module in (sources_module, decoding_module):   # each module that opens files
+        monkeypatch.setattr(module, "open_source", open_source)
     manifest, text = _run(tmp_path, corpus)
     reasons = {Path(s["path"]).name: s["reason"] for s in manifest["skipped"]}
     assert reasons["changes.txt.gz"].startswith("unreadable: changed while being read (corrupt gzip data")
@@ -267,7 +275,7 @@ def test_files_in_legacy_encodings_and_with_byte_order_marks_are_decoded(tmp_pat
 
 
 def test_text_that_cannot_be_decoded_with_confidence_is_skipped_not_written(tmp_path, monkeypatch):
-    monkeypatch.setattr(ingest_module, "ENCODING_SAMPLE_BYTES", 2048)
+    monkeypatch.setattr(decoding_module, "ENCODING_SAMPLE_BYTES", 2048)
     corpus = _corpus(tmp_path)
     rng = random.Random(5)
     # 1. Bytes that read as nothing: random high bytes in words and lines (no NUL).
@@ -360,10 +368,17 @@ def test_the_cache_key_follows_the_new_params_and_the_code(tmp_path, monkeypatch
     version = ingest_module._version(base)
     assert ingest_module._version(base.model_copy(update={"max_bad_record_fraction": 0.5})) != version
     assert ingest_module._version(base.model_copy(update={"min_encoding_confidence": 0.5})) != version
-    changed = tmp_path / "ingest.py"
-    changed.write_text(Path(ingest_module.__file__).read_text() + "\n# changed\n")
-    monkeypatch.setattr(ingest_module, "__file__", str(changed))
-    assert ingest_module._version(base) != version
+    # Editing any module a file's entry depends on, not only ingest.py, makes a new key: the
+    # package copied, one module changed, and the key made over the copy.
+    package = tmp_path / "package"
+    shutil.copytree(Path(keys_module.PACKAGE_ROOT) / "data", package / "data")
+    monkeypatch.setattr(keys_module, "PACKAGE_ROOT", package)
+    assert ingest_module._version(base) == version
+    for module in ("text.py", "decoding.py", "sources.py", "ingest.py"):
+        with open(package / "data" / module, "a") as handle:
+            handle.write("\n# changed\n")
+        assert ingest_module._version(base) != version, module
+        version = ingest_module._version(base)
 
     # End to end: a file kept (and cached) under a lenient threshold is not reused under a strict one.
     monkeypatch.undo()

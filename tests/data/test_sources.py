@@ -14,7 +14,7 @@ import pytest
 import zstandard
 
 from electra.core.config import IngestConfig
-from electra.data.ingest import IngestError, ingest
+from electra.data.ingest import ingest
 from tests.conftest import DATA
 
 # Three real speeches: small, one document each, no WikiText headings.

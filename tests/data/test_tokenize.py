@@ -7,7 +7,8 @@ import random
 
 import numpy as np
 
-from electra.data.tokenize import PackedDataset, pack_document
+from electra.data.packing import pack_document
+from electra.data.tokenize import PackedDataset
 
 CLS, SEP, PAD = 101, 102, 0
 
