@@ -12,8 +12,8 @@ files, JSON Lines, ``hf:`` datasets) in :mod:`electra.data.sources`, encodings i
 :mod:`electra.data.shards`. This module is the stage: the unit of work and the assembly.
 
 Each file is a unit of work (processes in parallel: ``ingest.workers``) whose documents
-go to a cache entry keyed by the file's content hash, the params and this code
-(``<output_dir>.cache``); the shards are assembled from the entries in file order,
+go to a cache entry keyed by the file's content hash, the params and the code that reads
+it (``ENTRY_CODE``) (``<output_dir>.cache``); the shards are assembled from the entries in file order,
 dropping exact duplicates (sha256 of the document) and, with ``ingest.near_dedup``,
 near duplicates (MinHash + LSH). A rerun after files were added, or after a kill, reads
 only the files without an entry, and its output is a fresh run's.
