@@ -108,23 +108,28 @@ TaskOpt = Annotated[str | None, typer.Option(
 
 def _make_stage_command(stage: Stage):
     """``electra <stage>``: the options every stage takes, and ``--task`` where it runs per task."""
-    def command(
-        profile: ProfileOpt = None,
-        set_: SetOpt = None,
-        params: ParamsOpt = "params.yaml",
-        progress: ProgressOpt = True,
-        resolved: ResolvedOpt = None,
-        task: TaskOpt = None,
-        as_json: JsonOpt = False,
-    ) -> None:
-        _run_one(stage.name, params, profile, set_, progress, resolved, task, as_json)
+    if stage.per_task:
+        def command(
+            profile: ProfileOpt = None,
+            set_: SetOpt = None,
+            params: ParamsOpt = "params.yaml",
+            progress: ProgressOpt = True,
+            resolved: ResolvedOpt = None,
+            task: TaskOpt = None,
+            as_json: JsonOpt = False,
+        ) -> None:
+            _run_one(stage.name, params, profile, set_, progress, resolved, task, as_json)
+    else:
+        def command(
+            profile: ProfileOpt = None,
+            set_: SetOpt = None,
+            params: ParamsOpt = "params.yaml",
+            progress: ProgressOpt = True,
+            resolved: ResolvedOpt = None,
+            as_json: JsonOpt = False,
+        ) -> None:
+            _run_one(stage.name, params, profile, set_, progress, resolved, None, as_json)
 
-    if not stage.per_task:   # typer reads the signature: drop --task where it means nothing
-        import inspect
-
-        signature = inspect.signature(command)
-        command.__signature__ = signature.replace(
-            parameters=[p for p in signature.parameters.values() if p.name != "task"])
     command.__doc__ = stage.doc
     command.__name__ = stage.name
     return command

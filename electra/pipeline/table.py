@@ -155,10 +155,12 @@ _SERVICE_CODE = ("core/runtime.py", "core/logs.py")
 
 TABLE: dict[str, Stage] = {s.name: s for s in (
     Stage("ingest", "Read raw text files; write normalised, deduplicated sentence shards and a manifest.",
-          _ingest, ("ingest",), ("data/ingest.py", "core/parallel.py"),
+          _ingest, ("ingest",), ("data/ingest.py", "data/sources.py", "data/decoding.py", "data/text.py", "data/dedup.py",
+                               "data/shards.py", "core/parallel.py"),
           _ingest_inputs, _own_output("ingest")),
     Stage("tokenize", "WordPiece-tokenise the shards and pack ELECTRA pretraining examples (memmap shards).",
-          _tokenize, ("tokenize",), ("data/tokenize.py", "data/wordpiece.py", "data/ingest.py", "core/parallel.py"),
+          _tokenize, ("tokenize",), ("data/tokenize.py", "data/packing.py", "data/shards.py", "data/wordpiece.py",
+                                   "core/parallel.py"),
           lambda p, t: [p.tokenize.input_dir, p.tokenize.vocab_file], _own_output("tokenize")),
     Stage("pretrain", "Pretrain generator + discriminator (replaced-token detection); resumes from checkpoints.",
           _pretrain, ("pretrain",), ("pretraining", *_SERVICE_CODE),

@@ -83,3 +83,46 @@ def test_dvc_stage_agrees_with_the_table(name):
         assert any(_under(out, f) for f in folders), f"{name}: out {out} is outside {folders}"
     for folder in folders:
         assert any(_under(out, folder) for out in outs), f"{name}: nothing under {folder} is a dvc.yaml out"
+
+
+# Modules whose edits do not change what a stage makes: how params are read, files written
+# atomically, keys hashed, runs tracked.
+INFRASTRUCTURE = {"core/config.py", "core/files.py", "core/keys.py", "core/tracking.py", "core/__init__.py"}
+
+
+def _entry_modules(stage) -> set[str]:
+    """The electra modules the stage's runner imports (its lazy imports)."""
+    import ast
+    import inspect
+    import textwrap
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(stage.run)))
+    return {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+
+
+@pytest.mark.parametrize("name", list(_cases()))
+def test_the_table_lists_all_the_code_a_stage_runs(name):
+    """Every electra module a stage's code imports, directly or not, is among its code (the
+    fingerprint and dvc.yaml's deps), so an edit anywhere in it reruns the stage."""
+    from tests.project.test_architecture import _imports, _modules
+
+    modules = _modules()
+    known = set(modules)
+    stage = TABLE[name]
+    seen: set[str] = set()
+    todo = [m for m in _entry_modules(stage) if m in known]
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        todo += [t for t in _imports(modules[module], known) if t in known]
+    listed = [f"electra/{c}" for c in stage.code]
+    missing = []
+    for module in sorted(seen):
+        rel = modules[module].relative_to(ROOT).as_posix()
+        if rel.removeprefix("electra/") in INFRASTRUCTURE or rel.endswith("__init__.py"):
+            continue
+        if not any(rel == c or rel.startswith(c + "/") for c in listed):
+            missing.append(rel)
+    assert not missing, f"{name} runs code its table row does not list: {missing}"
