@@ -91,3 +91,4 @@ def test_the_cli_has_a_command_per_stage_and_task_options_where_the_table_says()
         result = runner.invoke(app, [name, "--help"])
         assert result.exit_code == 0, result.output
         assert ("--task" in result.output) == stage.per_task, name
+        assert "-S" in result.output and "--profile" in result.output, name
