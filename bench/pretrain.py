@@ -46,15 +46,15 @@ def _model_config(shape: str):
 
 
 def flops_per_token(shape: str, seq_len: int, mask_prob: float = 0.15) -> float:
-    """Training FLOPs per token of our step (the library's formula, see electra.pretraining.model)."""
-    from electra.pretraining.model import training_flops_per_token
+    """Training FLOPs per token of our step (the library's formula, see electra.pretraining.flops)."""
+    from electra.pretraining.flops import training_flops_per_token
 
     return training_flops_per_token(_model_config(shape), seq_len, VOCAB, mask_prob)
 
 
 def matmul_rate(device, dtype) -> float:
     """Measured dense matmul FLOP/s on this device and dtype (the MFU denominator)."""
-    from electra.pretraining.model import matmul_flops_per_s
+    from electra.pretraining.flops import matmul_flops_per_s
 
     return matmul_flops_per_s(device, dtype, n=2048, repeats=5)
 
@@ -130,7 +130,8 @@ def run_variant(args) -> dict:
     device = resolve_device(args.device)
     if args.variant == "ours":
         from electra.core.config import PretrainConfig
-        from electra.pretraining.trainer import build_optimizer, row_generators
+        from electra.pretraining.batches import row_generators
+        from electra.pretraining.trainer import build_optimizer
         from electra.core.runtime import tune_cpu_allocator
 
         if device.type == "cpu":

@@ -47,7 +47,7 @@ import numpy as np
 
 from electra.core.config import CompareConfig, EvaluateConfig, FinetuneConfig, PretrainConfig
 from electra.core.files import atomic_dir, atomic_open, read_json, sha256_tree, write_json
-from electra.pretraining.model import flops_breakdown, training_flops_per_token
+from electra.pretraining.flops import flops_breakdown, training_flops_per_token
 from electra.core.tracking import MetricLogger, NullLogger
 
 OBJECTIVES = ("electra", "mlm")

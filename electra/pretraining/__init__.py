@@ -1,5 +1,6 @@
 """Replaced-token detection: the generator and discriminator (``model``), the fast
-dropout, the trainer that runs the ``pretrain`` stage (batches, checkpoints, resume,
-distributed data parallel, the non-finite policy) and its FLOP accounting. It may
-import ``electra.core`` and ``electra.data``.
+dropout, and the ``pretrain`` stage: its loop (``trainer``), the data stream
+(``batches``), checkpoints and resume (``checkpoint``), data parallelism
+(``distributed``) and FLOP accounting (``flops``). It may import ``electra.core``
+and ``electra.data``.
 """

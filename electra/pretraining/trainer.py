@@ -1,5 +1,10 @@
 """Stage ``pretrain``: one linear training loop for ELECTRA (or the MLM baseline).
 
+Read :func:`pretrain` top to bottom: build, resume, loop, export. Below it, the pieces
+it calls: the train step, the evaluation, the metrics window, the non-finite policy.
+The data stream lives in ``batches.py``, checkpoints and resume in ``checkpoint.py``,
+data parallelism in ``distributed.py``, FLOP accounting in ``flops.py``.
+
 Output layout (``pretrain.output_dir``)::
 
     discriminator/      ElectraForPreTraining + tokenizer (save_pretrained)
@@ -19,17 +24,14 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import errno
-import os
-import queue
-import shutil
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,162 +39,174 @@ import torch
 from electra.core.config import PretrainConfig
 from electra.core.files import atomic_dir, atomic_open, read_json, sha256_tree, write_json
 from electra.core.logs import StepLog
-from electra.pretraining.model import ElectraPretrainer, matmul_flops_per_s, training_flops_per_token
-from electra.core.runtime import linear_warmup_decay, resolve_device, resolve_precision, tune_cpu_allocator
-from electra.data.tokenize import PackedDataset
+from electra.core.runtime import linear_warmup_decay, resolve_precision
 from electra.core.tracking import MetricLogger, NullLogger
+from electra.data.tokenize import PackedDataset
+from electra.pretraining.batches import BatchPrefetcher, make_batch, row_generators, training_batches
+from electra.pretraining.checkpoint import CheckpointFolder, Checkpointer, Resumed, resume_key
+from electra.pretraining.distributed import (Distributed, any_rank, barrier, global_mean_loss, gradient_sync,
+                                             place_process, wrap_for_training)
+from electra.pretraining.flops import matmul_flops_per_s, training_flops_per_token
+from electra.pretraining.model import ElectraPretrainer
 
-# Fields that change how the run is observed, not what it computes: a checkpoint
-# written under other values of these can still be resumed.
-_RESUME_NEUTRAL = {"input_dir", "output_dir", "compile", "on_nonfinite", "nproc_per_node", "log_every", "checkpoint_every", "keep_checkpoints", "eval_batches", "device", "snapshot_steps"}
+# The pretraining schedule: warm-up then linear decay to 0 at max_steps.
+linear_schedule = linear_warmup_decay
+
+# With on_nonfinite: skip, this many non-finite steps in a row mean divergence: stop.
+MAX_CONSECUTIVE_SKIPS = 10
 
 
-@dataclass(frozen=True)
-class Distributed:
-    """This process's place in a torchrun launch (world 1 when launched plainly)."""
+def pretrain(cfg: PretrainConfig, logger: MetricLogger | None = None, progress: bool = True) -> dict:
+    """Pretrain ELECTRA on the packed examples in ``cfg.input_dir``; save both models.
 
-    world: int = 1
-    rank: int = 0
-    local_rank: int = 0
+    Resumes from the newest matching checkpoint in ``{output_dir}/checkpoints``.
+    Returns paths, hashes and final metrics.
+    """
+    # 1. Build: the data, this process's device, the model, its optimizer and schedule.
+    run = build_run(cfg, logger or NullLogger())
+    checkpointer = Checkpointer(CheckpointFolder(run.out_dir / "checkpoints", cfg.keep_checkpoints),
+                                resume_key(cfg, run.data_hash), run.model, run.optimizer, run.scheduler, run.device)
+
+    # 2. Resume from the newest checkpoint of this configuration, or start clean.
+    resumed = checkpointer.resume()
+    if resumed is None:
+        if run.ctx.is_main:
+            # Checkpoints of another configuration would be resumed by mistake later
+            # (or outrank ours in rotation): a fresh start removes them.
+            checkpointer.folder.clear()
+        torch.manual_seed(cfg.seed + run.ctx.rank)  # dropout draws from the global RNG: one stream per rank
+    step, history = (resumed.step, resumed.history) if resumed else (0, [])
+
+    # 3. Loop: one optimizer step per iteration; snapshots, log rows and checkpoints on their schedules.
+    started = time.time()
+    policy = NonFinitePolicy(cfg.on_nonfinite, checkpointer.folder)
+    window = MetricsWindow(run.flops_per_token, run.peak_flops)
+    pin = run.device.type == "cuda"
+    with stop_on_sigterm() as stop, \
+            contextlib.closing(training_batches(run.train_set, cfg, run.rows, run.pad_id, step, pin)) as batches:
+        ticker = Progress(cfg.max_steps, step, progress, run.ctx.is_main)
+        while step < cfg.max_steps:
+            grad_norm = train_step(run, batches, step, window, policy)
+            step += 1
+            if step in cfg.snapshot_steps and run.ctx.is_main:
+                save_snapshot(run, step)
+            if step % cfg.log_every == 0 or step == cfg.max_steps:
+                history.append(log_window(run, window, step, policy.skipped, grad_norm))
+            ticker.update(step, history)
+            stopping = any_rank(stop.is_set(), run.ctx)
+            if step % cfg.checkpoint_every == 0 or stopping:
+                if run.ctx.is_main:
+                    checkpointer.save(step, history)
+                barrier(run.ctx)
+                if stopping:
+                    raise SystemExit(f"pretrain: stopped by SIGTERM at step {step}; checkpoint saved, rerun to resume")
+        ticker.close()
+
+    # 4. Export: a last checkpoint; then rank 0 validates, saves both models and the results.
+    if run.ctx.is_main and checkpointer.folder.latest_step() != step:
+        checkpointer.save(step, history)
+    train_seconds = time.time() - started
+    barrier(run.ctx)
+    if not run.ctx.is_main:
+        return {"output_dir": str(run.out_dir), "rank": run.ctx.rank, "steps": step}
+    validation = validate(run) if run.valid_set else {}
+    if validation:
+        run.logger.log_metrics({f"validation/{k}": v for k, v in validation.items()}, step=step)
+    hashes = export_models(run)
+    metrics = write_curves(run.out_dir, history, validation, step)
+    result = _result(run, step, hashes, metrics, resumed, train_seconds)
+    write_json(run.out_dir / "result.json", result)
+    return result
+
+
+@dataclass
+class Run:
+    """What the loop works with, built once by :func:`build_run`."""
+
+    cfg: PretrainConfig
+    ctx: Distributed
+    device: torch.device
+    autocast_dtype: torch.dtype | None     # None: fp32
+    tokenizer: Any
+    train_set: PackedDataset
+    valid_set: PackedDataset | None
+    data_hash: str | None                  # the tokenized data's content hash
+    model: ElectraPretrainer               # checkpoints and exports read this one
+    step_model: torch.nn.Module            # what the step calls: model under DDP and/or compile
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    flops_per_token: float
+    peak_flops: float
+    logger: MetricLogger
 
     @property
-    def is_main(self) -> bool:
-        return self.rank == 0
+    def out_dir(self) -> Path:
+        return Path(self.cfg.output_dir)
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id
+
+    @property
+    def rows(self) -> range:
+        return self.ctx.rows(self.cfg.batch_size)
+
+    def autocast(self) -> torch.autocast:
+        dtype = self.autocast_dtype
+        return torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
-def init_distributed(device_name: str) -> Distributed:
-    """Join the process group that torchrun describes in the environment (nccl on GPU, gloo on CPU)."""
-    import torch.distributed as dist
+def build_run(cfg: PretrainConfig, logger: MetricLogger) -> Run:
+    """Data, device, model, optimizer and schedule, in the order that fixes the initial weights.
 
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Distributed()
-    ctx = Distributed(world, int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")))
-    use_cuda = torch.cuda.is_available() and device_name != "cpu"
-    if use_cuda:
-        torch.cuda.set_device(ctx.local_rank)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-    return ctx
-
-
-def row_generators(step: int, micro: int, batch_size: int, accum_steps: int, seed: int,
-                   rows: range, device: torch.device) -> list[torch.Generator]:
-    """One generator per example, seeded by its position in the data stream.
-
-    Masking and replacement sampling then depend on the example alone, not on the
-    process or micro-batch it lands in: N data-parallel ranks reproduce a single
-    process, and a resumed run reproduces the uninterrupted one.
+    The weights are drawn right after ``torch.manual_seed(cfg.seed)``: anything that draws
+    from the global RNG must come after the model (the matmul benchmark does).
     """
-    first = (step * accum_steps + micro) * batch_size
-    return [torch.Generator(device=device).manual_seed((seed * 1_000_003 + first + i) % (2**63 - 1)) for i in rows]
+    tokenizer, train_set, valid_set, summary = _load_data(cfg)
+    ctx, device = place_process(cfg.device, cfg.batch_size)
+    autocast_dtype = resolve_precision(cfg.precision, device)
+    torch.manual_seed(cfg.seed)
+    model = ElectraPretrainer(
+        cfg.model, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+        mask_token_id=tokenizer.mask_token_id, special_token_ids=list(tokenizer.all_special_ids),
+        objective=cfg.objective, mask_prob=cfg.mask_prob, mask_token_prob=cfg.mask_token_prob,
+        temperature=cfg.temperature, generator_weight=cfg.generator_weight,
+        discriminator_weight=cfg.discriminator_weight,
+    ).to(device)
+    model.train()
+    step_model = wrap_for_training(model, ctx, device, cfg.compile)
+    optimizer = build_optimizer(model, cfg, device)
+    flops_per_token = training_flops_per_token(cfg.model, train_set.max_seq_length, len(tokenizer),
+                                               cfg.mask_prob, cfg.objective)
+    peak_flops = matmul_flops_per_s(device, autocast_dtype or torch.float32)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(cfg.warmup_steps, cfg.max_steps))
+    return Run(cfg, ctx, device, autocast_dtype, tokenizer, train_set, valid_set, summary.get("content_hash"),
+               model, step_model, optimizer, scheduler, flops_per_token, peak_flops,
+               # rank 0 logs, checkpoints and exports
+               logger if ctx.is_main else NullLogger())
 
 
-def _resume_key(cfg: PretrainConfig, data_hash: str | None) -> dict:
-    """What a checkpoint must share with this run to be resumed: the config and the data."""
-    key = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in _RESUME_NEUTRAL}
-    key["data_hash"] = data_hash
-    return key
+def _load_data(cfg: PretrainConfig) -> tuple[Any, PackedDataset, PackedDataset | None, dict]:
+    """The tokenizer, the packed splits and the summary ``electra tokenize`` wrote."""
+    from transformers import AutoTokenizer
 
-
-def batch_indices(step: int, micro: int, batch_size: int, accum_steps: int, n_examples: int, seed: int) -> np.ndarray:
-    """Example indices of micro-batch ``micro`` of optimizer step ``step``.
-
-    The order is a seeded permutation per epoch, so any step's batch can be
-    recomputed from the step alone (exact resume without saving loader state).
-    """
-    first = (step * accum_steps + micro) * batch_size
-    positions = np.arange(first, first + batch_size)
-    epochs, offsets = np.divmod(positions, n_examples)
-    out = np.empty(batch_size, dtype=np.int64)
-    for epoch in np.unique(epochs):
-        where = epochs == epoch
-        out[where] = _permutation(int(epoch), n_examples, seed)[offsets[where]]
-    return out
-
-
-_PERM_CACHE: dict[tuple[int, int, int], np.ndarray] = {}
-
-
-def _permutation(epoch: int, n: int, seed: int) -> np.ndarray:
-    key = (epoch, n, seed)
-    if key not in _PERM_CACHE:
-        if len(_PERM_CACHE) > 4:
-            _PERM_CACHE.clear()
-        _PERM_CACHE[key] = np.random.default_rng([seed, epoch]).permutation(n)
-    return _PERM_CACHE[key]
-
-
-def load_batch(dataset: PackedDataset, indices: np.ndarray, pad_id: int) -> dict[str, torch.Tensor]:
-    """Read rows (in stream order) at the full packed length, on the host.
-
-    The padding columns are kept: per-row random draws are sized by the row length,
-    so a width that depended on the other rows in the batch would change an
-    example's masking with its batch mates (and break data-parallel equivalence).
-    Packed examples are nearly all full-length, so trimming would rarely save work.
-    """
-    ids, types = dataset.get(indices)
-    return {
-        "input_ids": torch.from_numpy(ids),
-        "token_type_ids": torch.from_numpy(types),
-        "attention_mask": torch.from_numpy((ids != pad_id).astype(np.int64)),
-    }
-
-
-def make_batch(dataset: PackedDataset, indices: np.ndarray, pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
-    """:func:`load_batch` moved to ``device``."""
-    return {k: v.to(device, non_blocking=True) for k, v in load_batch(dataset, indices, pad_id).items()}
-
-
-class BatchPrefetcher:
-    """Loads the batches of the coming micro-steps on a background thread.
-
-    The memmap read and (on CUDA) the copy into pinned memory happen while the
-    previous step computes, so the step only issues an asynchronous host-to-device
-    copy and never waits on the disk. Batches come out in the order of ``keys``,
-    exactly as reading them inline would give.
-    """
-
-    def __init__(self, load: Callable[[int, int], dict[str, torch.Tensor]], keys: Iterator[tuple[int, int]],
-                 depth: int = 2, pin_memory: bool = False) -> None:
-        self._queue: queue.Queue = queue.Queue(maxsize=depth)
-        self._closed = threading.Event()
-        self._thread = threading.Thread(target=self._produce, args=(load, keys, pin_memory),
-                                        name="pretrain-prefetch", daemon=True)
-        self._thread.start()
-
-    def _produce(self, load, keys, pin_memory: bool) -> None:
-        try:
-            for key in keys:
-                batch = load(*key)
-                if pin_memory:
-                    batch = {k: v.pin_memory() for k, v in batch.items()}
-                if not self._put((key, batch, None)):
-                    return
-        except BaseException as exc:  # handed to the training thread, raised there
-            self._put((None, None, exc))
-
-    def _put(self, item) -> bool:
-        while not self._closed.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def next(self, expected_key: tuple[int, int]) -> dict[str, torch.Tensor]:
-        """The batch of micro-step ``expected_key`` = (step, micro)."""
-        key, batch, error = self._queue.get()
-        if error is not None:
-            raise error
-        if key != expected_key:  # a bug, never data: order is what makes resume exact
-            raise RuntimeError(f"prefetcher out of order: got {key}, expected {expected_key}")
-        return batch
-
-    def close(self) -> None:
-        self._closed.set()
-        self._thread.join(timeout=5)
+    input_dir = Path(cfg.input_dir)
+    tokenizer_dir = input_dir / "tokenizer"
+    if not tokenizer_dir.exists():
+        raise FileNotFoundError(f"{tokenizer_dir}: not found; run `electra tokenize` first")
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    train_set = PackedDataset(input_dir, "train")
+    try:
+        valid_set = PackedDataset(input_dir, "validation")
+    except FileNotFoundError:
+        valid_set = None
+    summary = read_json(input_dir / "summary.json")
+    if train_set.max_seq_length > cfg.model.max_position_embeddings:
+        raise ValueError(
+            f"{input_dir}: examples are {train_set.max_seq_length} tokens long but "
+            f"pretrain.model.max_position_embeddings is {cfg.model.max_position_embeddings}"
+        )
+    return tokenizer, train_set, valid_set, summary
 
 
 def build_optimizer(model: torch.nn.Module, cfg: PretrainConfig, device: torch.device) -> torch.optim.Optimizer:
@@ -214,95 +228,100 @@ def build_optimizer(model: torch.nn.Module, cfg: PretrainConfig, device: torch.d
     )
 
 
-# The pretraining schedule: warm-up then linear decay to 0 at max_steps.
-linear_schedule = linear_warmup_decay
+@contextlib.contextmanager
+def stop_on_sigterm() -> Iterator[threading.Event]:
+    """An event that SIGTERM sets: the loop checkpoints at the next step boundary, then exits.
+
+    The previous handler is back on the way out. Only the main thread may install a
+    handler; elsewhere (a worker thread) the event is never set.
+    """
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
-class _Checkpointer:
-    """Atomic checkpoints under ``folder``; keeps the ``keep`` newest."""
+def train_step(run: Run, batches: BatchPrefetcher, step: int, window: MetricsWindow,
+               policy: NonFinitePolicy) -> torch.Tensor:
+    """One optimizer step over ``grad_accum_steps`` micro-batches; returns the gradient norm.
 
-    def __init__(self, folder: Path, keep: int) -> None:
-        self.folder = folder
-        self.keep = keep
-
-    def list(self) -> list[Path]:
-        if not self.folder.exists():
-            return []
-        return sorted(p for p in self.folder.glob("step-*") if (p / "trainer_state.pt").exists())
-
-    def matching(self, resume_key: str) -> Path | None:
-        """The newest checkpoint written under the same configuration, if any."""
-        for path in reversed(self.list()):
-            meta = path / "resume.json"
-            if meta.exists() and read_json(meta).get("resume_key") == resume_key:
-                return path
-        return None
-
-    def clear(self) -> None:
-        """Remove every checkpoint (used when none matches: stale state must not linger)."""
-        for path in self.list():
-            shutil.rmtree(path, ignore_errors=True)
-
-    def save(self, step: int, model: torch.nn.Module, state: dict) -> Path:
-        from safetensors.torch import save_model
-
-        target = self.folder / f"step-{step:07d}"
-        previous = self.list()
-        try:
-            with atomic_dir(target) as tmp:
-                write_json(tmp / "resume.json", {"step": step, "resume_key": state["resume_key"]})
-                # save_model handles the tensors shared between generator and discriminator.
-                save_model(model, str(tmp / "model.safetensors"))
-                torch.save(state, tmp / "trainer_state.pt")
-        except (OSError, RuntimeError) as exc:
-            # A full disk or a quota (torch.save reports it as a RuntimeError): the half-written
-            # copy is gone with its temporary folder; the older checkpoints were never touched.
-            kept = f"{previous[-1]} is intact and a rerun resumes from it" if previous else "no earlier checkpoint"
-            code = exc.errno if isinstance(exc, OSError) and exc.errno else errno.EIO
-            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
-            raise OSError(code, f"pretrain: could not write checkpoint {target} ({why}); {kept}") from exc
-        for old in self.list()[: -self.keep]:
-            shutil.rmtree(old, ignore_errors=True)
-        return target
-
-    def load(self, path: Path, model: torch.nn.Module, device: torch.device) -> dict:
-        from safetensors.torch import load_model
-
-        load_model(model, str(path / "model.safetensors"), device=str(device))
-        # weights_only: tensors and plain containers, no arbitrary pickled objects.
-        return torch.load(path / "trainer_state.pt", map_location=device, weights_only=True)
+    The host reads back one flag per step (is everything finite?) and nothing else: the
+    metrics stay on the device until the window's log row. A non-finite step goes to
+    ``policy`` before the optimizer can change a weight with it.
+    """
+    cfg, ctx = run.cfg, run.ctx
+    run.optimizer.zero_grad(set_to_none=True)
+    finite = torch.ones((), dtype=torch.bool, device=run.device)
+    for micro in range(cfg.grad_accum_steps):
+        host_batch = batches.next((step, micro))
+        tokens = int(host_batch["attention_mask"].sum()) * ctx.world  # on the host: no sync
+        batch = {k: v.to(run.device, non_blocking=True) for k, v in host_batch.items()}
+        generators = row_generators(step, micro, cfg.batch_size, cfg.grad_accum_steps, cfg.seed, run.rows, run.device)
+        with gradient_sync(run.step_model, ctx, last_micro=micro == cfg.grad_accum_steps - 1):
+            with run.autocast():
+                out = run.step_model(**batch, generator=generators)
+            loss = (global_mean_loss(out, ctx, cfg.generator_weight, cfg.discriminator_weight)
+                    if ctx.world > 1 else out.loss)
+            (loss / cfg.grad_accum_steps).backward()
+        finite &= torch.isfinite(loss.detach())
+        window.add(step_metrics(out), tokens)
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.max_grad_norm)
+    finite &= torch.isfinite(grad_norm)
+    if policy.allows_step(bool(finite), step, loss.detach(), grad_norm):  # the one host sync per step
+        run.optimizer.step()
+    else:
+        # Skip this batch: no optimizer step; the schedule and the data order move on.
+        window.drop(cfg.grad_accum_steps)
+        run.optimizer.zero_grad(set_to_none=True)
+    run.scheduler.step()
+    return grad_norm
 
 
-# With on_nonfinite: skip, this many non-finite steps in a row mean divergence: stop.
-MAX_CONSECUTIVE_SKIPS = 10
+class NonFinitePolicy:
+    """What a step with a non-finite loss or gradient does (``pretrain.on_nonfinite``).
+
+    ``stop``: raise before the optimizer step, naming the checkpoint a rerun resumes from.
+    ``skip``: drop the batch, unless more than :data:`MAX_CONSECUTIVE_SKIPS` steps in a
+    row were non-finite: that is divergence, and it stops as ``stop`` does.
+    """
+
+    def __init__(self, mode: str, checkpoints: CheckpointFolder) -> None:
+        self.mode = mode
+        self.checkpoints = checkpoints
+        self.skipped = 0        # steps skipped by this process (the log's skipped_steps)
+        self.consecutive = 0
+
+    def allows_step(self, finite: bool, step: int, loss: torch.Tensor, grad_norm: torch.Tensor) -> bool:
+        """True when the optimizer may step; False to skip the batch; raises to stop."""
+        if finite:
+            self.consecutive = 0
+            return True
+        self.consecutive += 1
+        if self.mode == "stop" or self.consecutive > MAX_CONSECUTIVE_SKIPS:
+            raise FloatingPointError(self._message(step, float(loss), float(grad_norm)))
+        self.skipped += 1
+        return False
+
+    def _message(self, step: int, loss: float, grad_norm: float) -> str:
+        """Why pretraining stopped, where it can resume from, and what to change."""
+        saved = self.checkpoints.list()
+        where = f"the last checkpoint is {saved[-1]}" if saved else "no checkpoint was written yet"
+        reason = (f"{self.consecutive} non-finite steps in a row (on_nonfinite: skip)" if self.mode == "skip"
+                  else f"loss {loss}, gradient norm {grad_norm}")
+        return (f"pretrain: non-finite loss or gradient at step {step} ({reason}); stopped before the optimizer "
+                f"step, so no weight was changed by it; {where}, and a rerun resumes from it. Lower pretrain.lr, "
+                "raise pretrain.warmup_steps, use pretrain.precision: fp32, or set pretrain.on_nonfinite: skip.")
 
 
-def _nonfinite_message(step: int, loss: float, grad_norm: float, cfg: PretrainConfig,
-                       checkpointer: _Checkpointer, skips: int) -> str:
-    """Why pretraining stopped, where it can resume from, and what to change."""
-    saved = checkpointer.list()
-    where = f"the last checkpoint is {saved[-1]}" if saved else "no checkpoint was written yet"
-    reason = (f"{skips} non-finite steps in a row (on_nonfinite: skip)" if cfg.on_nonfinite == "skip"
-              else f"loss {loss}, gradient norm {grad_norm}")
-    return (f"pretrain: non-finite loss or gradient at step {step} ({reason}); stopped before the optimizer "
-            f"step, so no weight was changed by it; {where}, and a rerun resumes from it. Lower pretrain.lr, "
-            "raise pretrain.warmup_steps, use pretrain.precision: fp32, or set pretrain.on_nonfinite: skip.")
-
-
-def _load_tokenizer(input_dir: Path):
-    from transformers import AutoTokenizer
-
-    tokenizer_dir = input_dir / "tokenizer"
-    if not tokenizer_dir.exists():
-        raise FileNotFoundError(f"{tokenizer_dir}: not found; run `electra tokenize` first")
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    return tokenizer
-
-
-def _metrics_from(out) -> dict[str, torch.Tensor]:
+def step_metrics(out) -> dict[str, torch.Tensor]:
     """The step's metrics as 0-d tensors on the device.
 
-    They are read back once per log window (:func:`_average`), not per step: each
+    They are read back once per log window (:func:`average`), not per step: each
     ``.item()`` would make the host wait for the GPU.
     """
     def ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
@@ -328,7 +347,7 @@ def _metrics_from(out) -> dict[str, torch.Tensor]:
     return metrics
 
 
-def _average(rows: list[dict[str, torch.Tensor | float]]) -> dict[str, float]:
+def average(rows: list[dict[str, torch.Tensor | float]]) -> dict[str, float]:
     """Mean of each metric over the rows (tensors or floats), with one device-to-host transfer."""
     if not rows:
         return {}
@@ -338,309 +357,147 @@ def _average(rows: list[dict[str, torch.Tensor | float]]) -> dict[str, float]:
     return dict(zip(keys, table.mean(dim=0).tolist()))
 
 
+class MetricsWindow:
+    """The micro-steps since the last log row: their metrics (device tensors) and the tokens
+    they processed, which give the throughput and the model FLOPs utilisation."""
+
+    def __init__(self, flops_per_token: float, peak_flops: float) -> None:
+        self.flops_per_token, self.peak_flops = flops_per_token, peak_flops
+        self.reset()
+
+    def reset(self) -> None:
+        self.rows: list[dict[str, torch.Tensor]] = []
+        self.tokens = 0
+        self.start = time.time()
+
+    def add(self, metrics: dict[str, torch.Tensor], tokens: int) -> None:
+        self.rows.append(metrics)
+        self.tokens += tokens
+
+    def drop(self, n: int) -> None:
+        """Forget the metrics of the last ``n`` micro-steps (a skipped step); their tokens still took time."""
+        del self.rows[-n:]
+
+    def row(self, step: int, lr: float, skipped: int, grad_norm: torch.Tensor) -> dict[str, float]:
+        """The log row for the window ending at ``step``."""
+        tokens_per_s = self.tokens / max(1e-9, time.time() - self.start)
+        return {"step": step, **average(self.rows), "lr": lr, "skipped_steps": skipped,
+                "grad_norm": float(grad_norm), "tokens_per_s": tokens_per_s,
+                # Model FLOPs utilisation against this device's measured matmul rate;
+                # padding tokens are not counted as work.
+                "mfu": tokens_per_s * self.flops_per_token / self.peak_flops}
+
+
+def log_window(run: Run, window: MetricsWindow, step: int, skipped: int, grad_norm: torch.Tensor) -> dict[str, float]:
+    """Close the window: its row goes to the tracker (and is returned for the history)."""
+    row = window.row(step, run.scheduler.get_last_lr()[0], skipped, grad_norm)
+    run.logger.log_metrics({f"train/{k}": v for k, v in row.items() if k != "step"}, step=step)
+    window.reset()
+    return row
+
+
+class Progress:
+    """A bar on a terminal; elsewhere (DVC, CI, a worker's log) a line every few seconds."""
+
+    def __init__(self, total: int, start: int, progress: bool, is_main: bool) -> None:
+        from tqdm import tqdm
+
+        on_terminal = progress and sys.stderr.isatty()
+        self.bar = tqdm(total=total, initial=start, desc="pretrain", unit="step", disable=not on_terminal)
+        self.lines = StepLog("pretrain", total, start=start, enabled=is_main and not on_terminal)
+
+    def update(self, step: int, history: list[dict[str, float]]) -> None:
+        """``step`` is done; show the newest logged loss and throughput."""
+        last = history[-1] if history else None
+        if last is not None:
+            self.bar.set_postfix(loss=f"{last.get('loss', float('nan')):.3f}", refresh=False)
+        self.bar.update(1)
+        if last is not None:
+            self.lines.update(step, loss=last.get("loss"), tokens_per_s=last.get("tokens_per_s"))
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def save_snapshot(run: Run, step: int) -> None:
+    """The discriminator as it is at ``step`` (``electra compare`` fine-tunes each)."""
+    with atomic_dir(run.out_dir / "snapshots" / f"step-{step:07d}") as tmp:
+        run.model.discriminator_for_export().save_pretrained(tmp)
+        run.tokenizer.save_pretrained(tmp)
+
+
 @torch.no_grad()
-def validate(model: ElectraPretrainer, dataset: PackedDataset, cfg: PretrainConfig, pad_id: int,
-             device: torch.device, autocast_dtype: torch.dtype | None) -> dict[str, float]:
+def validate(run: Run) -> dict[str, float]:
     """Objective metrics on the first ``eval_batches`` validation batches, with fixed masking."""
+    cfg, dataset = run.cfg, run.valid_set
     if cfg.eval_batches == 0 or len(dataset) == 0:
         return {}
-    model.eval()
-    rng = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    run.model.eval()
+    rng = torch.Generator(device=run.device).manual_seed(cfg.seed + 1)
     rows = []
     for b in range(cfg.eval_batches):
         idx = np.arange(b * cfg.batch_size, min(len(dataset), (b + 1) * cfg.batch_size))
         if len(idx) == 0:
             break
-        batch = make_batch(dataset, idx, pad_id, device)
-        with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-            out = model(**batch, generator=rng)
-        rows.append(_metrics_from(out))
-    model.train()
-    return _average(rows)
+        batch = make_batch(dataset, idx, run.pad_id, run.device)
+        with run.autocast():
+            out = run.model(**batch, generator=rng)
+        rows.append(step_metrics(out))
+    run.model.train()
+    return average(rows)
 
 
-def _global_mean_loss(out, cfg: PretrainConfig, ctx: Distributed) -> torch.Tensor:
-    """The loss as one process would compute it over the global batch.
-
-    Each rank holds a slice; its sums are divided by the global token counts and
-    scaled by the world size, because DDP averages gradients over ranks.
-    """
-    import torch.distributed as dist
-
-    counts = torch.stack([out.masked_count, out.active_count]).to(out.generator_loss_sum.device, torch.float32)
-    dist.all_reduce(counts)
-    generator = out.generator_loss_sum / counts[0].clamp(min=1)
-    if out.is_replaced is None:  # objective "mlm": the masked-LM loss alone
-        return ctx.world * generator
-    discriminator = out.discriminator_loss_sum / counts[1].clamp(min=1)
-    return ctx.world * (cfg.generator_weight * generator + cfg.discriminator_weight * discriminator)
-
-
-def _any_rank(flag: bool, ctx: Distributed) -> bool:
-    if ctx.world == 1:
-        return flag
-    import torch.distributed as dist
-
-    value = torch.tensor([1.0 if flag else 0.0])
-    if dist.get_backend() == "nccl":
-        value = value.cuda()
-    dist.all_reduce(value)
-    return bool(value.item() > 0)
-
-
-def _barrier(ctx: Distributed) -> None:
-    if ctx.world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
-
-
-class _StopRequested(Exception):
-    pass
-
-
-def pretrain(cfg: PretrainConfig, logger: MetricLogger | None = None, progress: bool = True) -> dict:
-    """Pretrain ELECTRA on the packed examples in ``cfg.input_dir``; save both models.
-
-    Resumes from the newest matching checkpoint in ``{output_dir}/checkpoints``.
-    Returns paths, hashes and final metrics.
-    """
-    from tqdm import tqdm
-
-    logger = logger or NullLogger()
-    input_dir, out_dir = Path(cfg.input_dir), Path(cfg.output_dir)
-    tokenizer = _load_tokenizer(input_dir)
-    train_set = PackedDataset(input_dir, "train")
-    try:
-        valid_set = PackedDataset(input_dir, "validation")
-    except FileNotFoundError:
-        valid_set = None
-    summary = read_json(input_dir / "summary.json")
-    if train_set.max_seq_length > cfg.model.max_position_embeddings:
-        raise ValueError(
-            f"{input_dir}: examples are {train_set.max_seq_length} tokens long but "
-            f"pretrain.model.max_position_embeddings is {cfg.model.max_position_embeddings}"
-        )
-    ctx = init_distributed(cfg.device)
-    device = resolve_device(cfg.device)
-    if ctx.world > 1:
-        if cfg.batch_size % ctx.world:
-            raise ValueError(f"pretrain.batch_size ({cfg.batch_size}) must divide evenly over {ctx.world} processes")
-        if device.type == "cuda":
-            device = torch.device("cuda", ctx.local_rank)
-    if device.type == "cpu":
-        tune_cpu_allocator()
-    if not ctx.is_main:
-        logger = NullLogger()  # rank 0 logs, checkpoints and exports
-    per_rank = cfg.batch_size // ctx.world
-    my_rows = range(ctx.rank * per_rank, (ctx.rank + 1) * per_rank)
-    autocast_dtype = resolve_precision(cfg.precision, device)
-    pad_id = tokenizer.pad_token_id
-
-    torch.manual_seed(cfg.seed)
-    model = ElectraPretrainer(
-        cfg.model, vocab_size=len(tokenizer), pad_token_id=pad_id, mask_token_id=tokenizer.mask_token_id,
-        special_token_ids=list(tokenizer.all_special_ids), objective=cfg.objective,
-        mask_prob=cfg.mask_prob, mask_token_prob=cfg.mask_token_prob, temperature=cfg.temperature,
-        generator_weight=cfg.generator_weight, discriminator_weight=cfg.discriminator_weight,
-    ).to(device)
-    model.train()
-    # The wrapped modules share parameters with ``model``; checkpoints and exports use ``model``.
-    step_model = model
-    if ctx.world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        step_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg.compile:
-        step_model = torch.compile(step_model)
-    optimizer = build_optimizer(model, cfg, device)
-    flops_per_token = training_flops_per_token(
-        cfg.model, train_set.max_seq_length, len(tokenizer), cfg.mask_prob, cfg.objective
-    )
-    peak_flops = matmul_flops_per_s(device, autocast_dtype or torch.float32)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(cfg.warmup_steps, cfg.max_steps))
-
-    checkpointer = _Checkpointer(out_dir / "checkpoints", cfg.keep_checkpoints)
-    start_step, history, resumed_from = 0, [], None
-    candidate = checkpointer.matching(repr(_resume_key(cfg, summary.get("content_hash"))))
-    if candidate is not None:
-        state = checkpointer.load(candidate, model, device)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"].cpu())
-        if device.type == "cuda" and "cuda_rng" in state:
-            torch.cuda.set_rng_state(state["cuda_rng"].cpu())
-        start_step, history, resumed_from = int(state["step"]), list(state["history"]), str(candidate)
-    elif ctx.is_main:
-        # Checkpoints of another configuration would be resumed by mistake later
-        # (or outrank ours in rotation): a fresh start removes them.
-        checkpointer.clear()
-    # Dropout draws from the global RNG: give each rank its own stream.
-    if candidate is None:
-        torch.manual_seed(cfg.seed + ctx.rank)
-
-    stop = threading.Event()
-    previous_handler = None
-    if threading.current_thread() is threading.main_thread():
-        def _on_sigterm(signum, frame):  # checkpoint at the next step boundary, then exit
-            stop.set()
-        previous_handler = signal.signal(signal.SIGTERM, _on_sigterm)
-
-    def trainer_state(step: int) -> dict:
-        state = {
-            "step": step,
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "history": history,
-            "resume_key": repr(_resume_key(cfg, summary.get("content_hash"))),
-        }
-        if device.type == "cuda":
-            state["cuda_rng"] = torch.cuda.get_rng_state()
-        return state
-
-    started = time.time()
-    window_rows: list[dict[str, float]] = []
-    window_tokens, window_start = 0, time.time()
-    step = start_step
-    skipped_steps = consecutive_skips = 0
-
-    def load_micro_batch(step: int, micro: int) -> dict[str, torch.Tensor]:
-        idx = batch_indices(step, micro, cfg.batch_size, cfg.grad_accum_steps, len(train_set), cfg.seed)
-        return load_batch(train_set, idx[my_rows.start:my_rows.stop], pad_id)
-
-    prefetcher = BatchPrefetcher(
-        load_micro_batch,
-        ((s, m) for s in range(start_step, cfg.max_steps) for m in range(cfg.grad_accum_steps)),
-        pin_memory=device.type == "cuda",
-    )
-    try:
-        snapshots = set(cfg.snapshot_steps)
-        # A bar on a terminal; elsewhere (DVC, CI, a worker's log) a line every few seconds.
-        on_terminal = progress and sys.stderr.isatty()
-        bar = tqdm(total=cfg.max_steps, initial=start_step, desc="pretrain", unit="step", disable=not on_terminal)
-        step_log = StepLog("pretrain", cfg.max_steps, start=start_step, enabled=ctx.is_main and not on_terminal)
-        while step < cfg.max_steps:
-            optimizer.zero_grad(set_to_none=True)
-            finite = torch.ones((), dtype=torch.bool, device=device)
-            for micro in range(cfg.grad_accum_steps):
-                host_batch = prefetcher.next((step, micro))
-                window_tokens += int(host_batch["attention_mask"].sum()) * ctx.world  # on the host: no sync
-                batch = {k: v.to(device, non_blocking=True) for k, v in host_batch.items()}
-                generators = row_generators(step, micro, cfg.batch_size, cfg.grad_accum_steps, cfg.seed, my_rows, device)
-                last_micro = micro == cfg.grad_accum_steps - 1
-                sync = contextlib.nullcontext() if ctx.world == 1 or last_micro else step_model.no_sync()
-                with sync:
-                    with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-                        out = step_model(**batch, generator=generators)
-                    loss = _global_mean_loss(out, cfg, ctx) if ctx.world > 1 else out.loss
-                    (loss / cfg.grad_accum_steps).backward()
-                finite &= torch.isfinite(loss.detach())
-                window_rows.append(_metrics_from(out))
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            finite &= torch.isfinite(grad_norm)
-            if not bool(finite):  # one host sync per step
-                del window_rows[-cfg.grad_accum_steps:]
-                consecutive_skips += 1
-                if cfg.on_nonfinite == "stop" or consecutive_skips > MAX_CONSECUTIVE_SKIPS:
-                    raise FloatingPointError(_nonfinite_message(step, float(loss), float(grad_norm), cfg,
-                                                                checkpointer, consecutive_skips))
-                # Skip this batch: no optimizer step; the schedule and the data order move on.
-                skipped_steps += 1
-                optimizer.zero_grad(set_to_none=True)
-            else:
-                consecutive_skips = 0
-                optimizer.step()
-            scheduler.step()
-            step += 1
-            bar.update(1)
-            if step in snapshots and ctx.is_main:
-                # The discriminator as it is at this step (electra compare fine-tunes each).
-                with atomic_dir(out_dir / "snapshots" / f"step-{step:07d}") as tmp:
-                    model.discriminator_for_export().save_pretrained(tmp)
-                    tokenizer.save_pretrained(tmp)
-            if step % cfg.log_every == 0 or step == cfg.max_steps:
-                elapsed = max(1e-9, time.time() - window_start)
-                tokens_per_s = window_tokens / elapsed
-                row = {"step": step, **(_average(window_rows) if window_rows else {}),
-                       "lr": scheduler.get_last_lr()[0], "skipped_steps": skipped_steps,
-                       "grad_norm": float(grad_norm), "tokens_per_s": tokens_per_s,
-                       # Model FLOPs utilisation against this device's measured matmul rate;
-                       # padding tokens are not counted as work.
-                       "mfu": tokens_per_s * flops_per_token / peak_flops}
-                history.append(row)
-                logger.log_metrics({f"train/{k}": v for k, v in row.items() if k != "step"}, step=step)
-                bar.set_postfix(loss=f"{row.get('loss', float('nan')):.3f}")
-                window_rows, window_tokens, window_start = [], 0, time.time()
-            if history:
-                step_log.update(step, loss=history[-1].get("loss"), tokens_per_s=history[-1].get("tokens_per_s"))
-            stopping = _any_rank(stop.is_set(), ctx)
-            if step % cfg.checkpoint_every == 0 or stopping:
-                if ctx.is_main:
-                    checkpointer.save(step, model, trainer_state(step))
-                _barrier(ctx)
-                if stopping:
-                    raise _StopRequested()
-        bar.close()
-    except _StopRequested:
-        raise SystemExit(f"pretrain: stopped by SIGTERM at step {step}; checkpoint saved, rerun to resume") from None
-    finally:
-        prefetcher.close()
-        if previous_handler is not None:
-            signal.signal(signal.SIGTERM, previous_handler)
-
-    if ctx.is_main and (not checkpointer.list() or int(checkpointer.list()[-1].name.split("-")[1]) != step):
-        checkpointer.save(step, model, trainer_state(step))
-    train_seconds = time.time() - started
-    _barrier(ctx)
-    if not ctx.is_main:
-        return {"output_dir": str(out_dir), "rank": ctx.rank, "steps": step}
-
-    validation = validate(model, valid_set, cfg, pad_id, device, autocast_dtype) if valid_set else {}
-    if validation:
-        logger.log_metrics({f"validation/{k}": v for k, v in validation.items()}, step=step)
-
-    # Export both models with the tokenizer, each folder swapped in only when complete.
-    model.eval()
-    exports = {"discriminator": model.discriminator_for_export(), "generator": model.generator}
+def export_models(run: Run) -> dict[str, str]:
+    """Save both models with the tokenizer, each folder swapped in only when complete; their hashes."""
+    run.model.eval()
+    exports = {"discriminator": run.model.discriminator_for_export(), "generator": run.model.generator}
     hashes = {}
     for name, module in exports.items():
-        with atomic_dir(out_dir / name) as tmp:
+        with atomic_dir(run.out_dir / name) as tmp:
             module.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
-        hashes[name] = sha256_tree(out_dir / name)
-        logger.log_artifacts(str(out_dir / name), name)
+            run.tokenizer.save_pretrained(tmp)
+        hashes[name] = sha256_tree(run.out_dir / name)
+        run.logger.log_artifacts(str(run.out_dir / name), name)
+    return hashes
 
+
+def write_curves(out_dir: Path, history: list[dict[str, float]], validation: dict[str, float], step: int) -> dict:
+    """``history.csv`` (every log row) and ``metrics.json`` (the last rows' mean, validation); the metrics."""
     with atomic_open(out_dir / "history.csv", "w", newline="", encoding="utf-8") as handle:
         fields = sorted({k for row in history for k in row}, key=lambda k: (k != "step", k))
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
         writer.writerows(history)
     last = history[-1] if history else {}
-    final_train = _average([{k: v for k, v in r.items() if k != "step"} for r in history[-3:]]) if history else {}
+    final_train = average([{k: v for k, v in r.items() if k != "step"} for r in history[-3:]]) if history else {}
     metrics = {
-        "train": {k: v for k, v in final_train.items()},
+        "train": final_train,
         "validation": validation,
         "steps": step,
         "tokens_per_s": last.get("tokens_per_s", float("nan")),
     }
     write_json(out_dir / "metrics.json", metrics)
-    result = {
+    return metrics
+
+
+def _result(run: Run, step: int, hashes: dict[str, str], metrics: dict, resumed: Resumed | None,
+            train_seconds: float) -> dict:
+    """``result.json``: what the later stages need (paths, hashes, numbers)."""
+    out_dir = run.out_dir
+    return {
         "output_dir": str(out_dir),
         "discriminator_dir": str(out_dir / "discriminator"),
         "generator_dir": str(out_dir / "generator"),
         "hashes": hashes,
-        "objective": cfg.objective,
+        "objective": run.cfg.objective,
         "steps": step,
-        "resumed_from": resumed_from,
+        "resumed_from": str(resumed.path) if resumed else None,
         "train_seconds": round(train_seconds, 3),
-        "precision": str(autocast_dtype).replace("torch.", "") if autocast_dtype else "fp32",
-        "flops_per_token": flops_per_token,
-        "matmul_flops_per_s": peak_flops,
-        "device": str(device),
-        "world_size": ctx.world,
-        "tokenize_hash": summary.get("content_hash"),
+        "precision": str(run.autocast_dtype).replace("torch.", "") if run.autocast_dtype else "fp32",
+        "flops_per_token": run.flops_per_token,
+        "matmul_flops_per_s": run.peak_flops,
+        "device": str(run.device),
+        "world_size": run.ctx.world,
+        "tokenize_hash": run.data_hash,
         "final": metrics,
     }
-    write_json(out_dir / "result.json", result)
-    return result

@@ -10,7 +10,7 @@ import pytest
 
 from electra.evaluation.compare import conclusion, plan_budget, t_interval
 from electra.core.config import CompareConfig, ModelConfig, PretrainConfig
-from electra.pretraining.model import flops_breakdown, training_flops_per_token
+from electra.pretraining.flops import flops_breakdown, training_flops_per_token
 
 
 def test_flop_breakdown_matches_a_hand_count_for_a_tiny_model():

@@ -205,7 +205,7 @@ def test_mask_token_prob_extremes(prob):
 
 def test_training_flops_match_the_models_matmul_weights():
     """The MFU numerator counts 2 FLOPs per matmul weight per token (x3 for training)."""
-    from electra.pretraining.model import training_flops_per_token
+    from electra.pretraining.flops import training_flops_per_token
 
     cfg = ModelConfig(hidden_size=64, num_layers=3, num_heads=4, intermediate_size=256, embedding_size=32)
     model = ElectraPretrainer(cfg, VOCAB, PAD, MASK, [PAD, UNK, CLS, SEP, MASK])

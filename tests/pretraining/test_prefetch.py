@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from electra.pretraining.trainer import BatchPrefetcher
+from electra.pretraining.batches import BatchPrefetcher
 from electra.core.runtime import tune_cpu_allocator
 
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from electra.pretraining.trainer import batch_indices, linear_schedule, pretrain
+from electra.pretraining.batches import batch_indices
+from electra.pretraining.trainer import linear_schedule, pretrain
 from tests.conftest import micro_params
 
 
@@ -173,7 +174,8 @@ def test_gradient_accumulation_matches_the_large_batch(pretrained_micro, tmp_pat
 
 def test_a_diverging_run_stops_clearly_and_keeps_its_last_checkpoint(pretrained_micro, tmp_path):
     """lr 1e30: the first step's update overflows the weights, the next loss is not finite."""
-    from electra.pretraining.trainer import MAX_CONSECUTIVE_SKIPS, _Checkpointer
+    from electra.pretraining.checkpoint import CheckpointFolder
+    from electra.pretraining.trainer import MAX_CONSECUTIVE_SKIPS
 
     root = tmp_path / "outputs"
     shutil.copytree(pretrained_micro / "outputs" / "tokenize", root / "tokenize")
@@ -184,7 +186,7 @@ def test_a_diverging_run_stops_clearly_and_keeps_its_last_checkpoint(pretrained_
     message = str(stopped.value)
     assert "non-finite loss or gradient at step 1" in message and "step-0000001" in message
     assert "pretrain.on_nonfinite: skip" in message
-    checkpoints = _Checkpointer(root / "pretrain" / "checkpoints", keep=2)
+    checkpoints = CheckpointFolder(root / "pretrain" / "checkpoints", keep=2)
     assert [p.name for p in checkpoints.list()] == ["step-0000001"]
     from safetensors.torch import load_file
 
