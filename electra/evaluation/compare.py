@@ -12,7 +12,7 @@ user's own corpus::
         saving the discriminator at compare.fractions of its steps
         for each snapshot: fine-tune on compare.tasks x compare.seeds, evaluate on dev
 
-The FLOPs are the analytical count of :func:`electra.pretraining.model.flops_breakdown` (forward
+The FLOPs are the analytical count of :func:`electra.pretraining.flops.flops_breakdown` (forward
 x 3 for forward and backward), per token, times the tokens of a step (every position
 of ``batch_size x grad_accum_steps`` sequences of ``max_seq_length``).
 
@@ -35,8 +35,6 @@ fixes the same head initialisation and data order for both).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import shutil
 from dataclasses import asdict, dataclass
@@ -46,7 +44,9 @@ from typing import Any
 import numpy as np
 
 from electra.core.config import CompareConfig, EvaluateConfig, FinetuneConfig, PretrainConfig
-from electra.core.files import atomic_dir, atomic_open, read_json, sha256_tree, write_json
+from electra.core.files import atomic_dir, atomic_open, read_json, write_json
+from electra.core.keys import content_key
+from electra.core.stats import t_interval
 from electra.pretraining.flops import flops_breakdown, training_flops_per_token
 from electra.core.tracking import MetricLogger, NullLogger
 
@@ -103,18 +103,6 @@ def plan_budget(cfg: CompareConfig, pretrain: PretrainConfig, seq_len: int, voca
     return plans
 
 
-def t_interval(values: list[float], confidence: float) -> tuple[float, float, float]:
-    """Mean and Student-t interval of ``values`` (NaN bounds with fewer than two)."""
-    from scipy import stats
-
-    arr = np.asarray(values, dtype=float)
-    mean = float(arr.mean())
-    if len(arr) < 2:
-        return mean, float("nan"), float("nan")
-    half = float(stats.t.ppf((1 + confidence) / 2, len(arr) - 1) * arr.std(ddof=1) / math.sqrt(len(arr)))
-    return mean, mean - half, mean + half
-
-
 def conclusion(electra: list[float], mlm: list[float], confidence: float, flops: float) -> dict[str, Any]:
     """The paired difference (ELECTRA - MLM) of per-seed GLUE scores at one budget, in one line."""
     diffs = [e - m for e, m in zip(electra, mlm, strict=True)]
@@ -137,9 +125,10 @@ def conclusion(electra: list[float], mlm: list[float], confidence: float, flops:
 
 def _point_key(snapshot: Path, ft: FinetuneConfig, ev: EvaluateConfig, tasks: list[str]) -> str:
     """What a point's scores depend on: the snapshot's weights and the protocol."""
-    blob = json.dumps([sha256_tree(snapshot), ft.model_dump(mode="json", exclude={"output_dir", "model_dir"}),
-                       ev.model_dump(mode="json", exclude={"output_dir", "finetune_dir"}), tasks], sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    return content_key(values={"finetune": ft.model_dump(mode="json", exclude={"output_dir", "model_dir"}),
+                               "evaluate": ev.model_dump(mode="json", exclude={"output_dir", "finetune_dir"}),
+                               "tasks": tasks},
+                       paths={"snapshot": snapshot})
 
 
 def _score_point(snapshot: Path, point_dir: Path, cfg: CompareConfig, finetune: FinetuneConfig,

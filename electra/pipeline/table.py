@@ -170,7 +170,7 @@ TABLE: dict[str, Stage] = {s.name: s for s in (
           _finetune_inputs, _finetune_outputs, per_task=True),
     Stage("evaluate", "Dev metrics of each fine-tuned task (or one: --task), the bias benchmarks, the report.",
           _evaluate, ("evaluate", "finetune"),   # which tasks exist and how their dev sets are read
-          ("evaluation/evaluate.py", "evaluation/report.py", "evaluation/bias.py", "tasks", "core/stats.py",
+          ("evaluation/evaluate.py", "evaluation/report.py", "evaluation/bias", "tasks", "core/stats.py",
            *_SERVICE_CODE),
           _evaluate_inputs, _evaluate_outputs, per_task=True),
     Stage("register", "Log and register the models in MLflow, gate them, set challenger/champion aliases.",

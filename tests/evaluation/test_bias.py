@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from electra.evaluation import bias
+from electra.evaluation.bias import common, crows
+from electra.evaluation.bias.stereoset import _candidate_pieces, _read_stereoset
 from electra.data.wordpiece import tokenizer_from_vocab
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -136,21 +138,21 @@ def test_scorer_refuses_the_wrong_model(generator_dir, discriminator_dir):
 
 
 def test_shared_token_alignment(tokenizer):
-    ids1, ids2, pos1, pos2 = bias._tokenize_pair(tokenizer, "the poor are lazy", "the rich are lazy", 512)
+    ids1, ids2, pos1, pos2 = crows._tokenize_pair(tokenizer, "the poor are lazy", "the rich are lazy", 512)
     assert tokenizer.convert_ids_to_tokens([ids1[p] for p in pos1]) == ["the", "are", "lazy"]
     assert tokenizer.convert_ids_to_tokens([ids2[p] for p in pos2]) == ["the", "are", "lazy"]
     assert pos1 == pos2 == [1, 3, 4]  # after [CLS]; [CLS]/[SEP] are never scored
     # unequal lengths: the insertion shifts the second sentence's positions
-    p1, p2 = bias._shared_positions([5, 6, 7, 8], [5, 9, 9, 7, 8])
+    p1, p2 = crows._shared_positions([5, 6, 7, 8], [5, 9, 9, 7, 8])
     assert (p1, p2) == ([0, 2, 3], [0, 3, 4])
 
 
 def test_generator_scorer_matches_slow_reference(generator_dir, monkeypatch):
-    monkeypatch.setattr(bias, "HEAD_CHUNK", 5)  # the LM head then runs over several chunks of positions
-    model, tok = bias._load_masked_lm(generator_dir, torch.device("cpu"))
+    monkeypatch.setattr(common, "HEAD_CHUNK", 5)  # the LM head then runs over several chunks of positions
+    model, tok = common._load_masked_lm(generator_dir, torch.device("cpu"))
     with open(CROWS, newline="", encoding="utf-8") as handle:
         row = next(iter(csv.DictReader(handle)))
-    ids_more, ids_less, pos_more, pos_less = bias._tokenize_pair(tok, row["sent_more"], row["sent_less"], 512)
+    ids_more, ids_less, pos_more, pos_less = crows._tokenize_pair(tok, row["sent_more"], row["sent_less"], 512)
     short = tok("the poor are lazy")["input_ids"]
     sequences = [ids_more, short, ids_less]  # mixed lengths force padding inside a batch
     positions = [pos_more, [1, 2, 3, 4], pos_less]
@@ -181,7 +183,7 @@ def test_generator_scorer_matches_slow_reference(generator_dir, monkeypatch):
 
 
 def test_discriminator_scorer_is_log_sigmoid_of_minus_logit(discriminator_dir):
-    model, tok = bias._load_discriminator(discriminator_dir, torch.device("cpu"))
+    model, tok = common._load_discriminator(discriminator_dir, torch.device("cpu"))
     sentences = ["the poor are lazy", "women are bad drivers and everyone knows it", "hi"]
     sequences = [tok(s)["input_ids"] for s in sentences]
     positions = [list(range(len(ids))) for ids in sequences]  # every token, [CLS]/[SEP] included
@@ -244,14 +246,14 @@ def test_stereoset_smoke(model_dirs, scorer):
 def test_stereoset_blank_alignment_on_real_rows(tokenizer):
     # where the candidate is the context with BLANK replaced (up to case), the fill's
     # pieces decode to exactly the filled-in word
-    rows = bias._read_stereoset(STEREOSET)
+    rows = _read_stereoset(STEREOSET)
     assert len(rows) == 2106
     checked = 0
     for row in rows[:300]:
         prefix, _, suffix = row["context"].partition(bias.BLANK)
         for key in bias.STEREOSET_CANDIDATES:
             candidate = row[key]
-            ids, positions, exact = bias._candidate_pieces(tokenizer, row["context"], candidate, 512)
+            ids, positions, exact = _candidate_pieces(tokenizer, row["context"], candidate, 512)
             assert exact and positions
             lowered = candidate.lower()
             if lowered.startswith(prefix.lower()) and lowered.endswith(suffix.lower()) and \
@@ -313,7 +315,7 @@ def test_eec_gap_signs_with_fake_model(monkeypatch, tokenizer):
         logit = (1.0 if r["Gender"] == "female" else 0.0) - (0.5 if r["Race"] == "African-American" else 0.0)
         logit_by_ids[tuple(tokenizer(r["Sentence"])["input_ids"])] = logit
     fake = _LookupClassifier(logit_by_ids)
-    monkeypatch.setattr(bias, "_load_classifier", lambda model_dir, device: (fake, tokenizer))
+    monkeypatch.setattr(common, "load_classifier", lambda model_dir, device: (fake, tokenizer))
 
     res = bias.eec("unused", EEC, batch_size=256, progress=False)
     sig = lambda x: 1.0 / (1.0 + math.exp(-x))  # noqa: E731

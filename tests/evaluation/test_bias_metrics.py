@@ -1,7 +1,7 @@
 """Bias metrics on hand-made cases whose answer is known: fake models pin the arithmetic.
 
-The fakes replace the HF models behind ``electra.evaluation.bias``'s scorers (through the
-loaders ``_load_masked_lm`` / ``_load_discriminator`` / ``_load_classifier``),
+The fakes replace the HF models behind the scorers (through the loaders of
+``electra.evaluation.bias.common``: ``_load_masked_lm`` / ``_load_discriminator`` / ``load_classifier``),
 so tokenization, batching, alignment and the metrics all run for real.
 """
 
@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from electra.evaluation import bias
+from electra.evaluation.bias import common, crows
+from electra.evaluation.bias.stereoset import _blank_fill_spans, _candidate_pieces
 from electra.data.wordpiece import tokenizer_from_vocab
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,9 +114,9 @@ class _TableDiscriminator(torch.nn.Module):
 
 def _use_fakes(monkeypatch, tokenizer, generator=None, discriminator=None):
     if generator is not None:
-        monkeypatch.setattr(bias, "_load_masked_lm", lambda model_dir, device: (generator, tokenizer))
+        monkeypatch.setattr(common, "_load_masked_lm", lambda model_dir, device: (generator, tokenizer))
     if discriminator is not None:
-        monkeypatch.setattr(bias, "_load_discriminator", lambda model_dir, device: (discriminator, tokenizer))
+        monkeypatch.setattr(common, "_load_discriminator", lambda model_dir, device: (discriminator, tokenizer))
 
 
 def _write_crows(path: Path, rows: list[tuple[str, str, str, str]]) -> Path:
@@ -241,7 +243,7 @@ def test_aul_on_positional_fake(tokenizer, tmp_path, monkeypatch):
     model = _PositionalMaskedLM(vocab)
     scorer = bias.GeneratorScorer(model, tokenizer, batch_size=3)
     sentences = ["the poor are lazy", "poor people steal money from the bank", "hi"]
-    encoded = [bias._encode(tokenizer, s, 512) for s in sentences]
+    encoded = [crows._encode(tokenizer, s, 512) for s in sentences]
     got = scorer.unmasked_log_probs([ids for ids, _ in encoded], [content for _, content in encoded])
 
     def log_p(t: int) -> float:  # the token at t has logit t/2 against vocab - 1 zeros
@@ -253,7 +255,7 @@ def test_aul_on_positional_fake(tokenizer, tmp_path, monkeypatch):
 
     # the mean of log_p over positions 1..n grows with n: AUL prefers the longer sentence;
     # a sum would prefer the shorter one (every term is negative)
-    monkeypatch.setattr(bias, "_load_masked_lm", lambda model_dir, device: (model, tokenizer))
+    monkeypatch.setattr(common, "_load_masked_lm", lambda model_dir, device: (model, tokenizer))
     rows = [("the poor are very lazy", "the rich are lazy", "stereo", "socioeconomic"),
             ("the rich are lazy", "the poor are very lazy", "stereo", "socioeconomic"),
             ("poor people really do steal", "rich people steal", "antistereo", "socioeconomic")]
@@ -370,7 +372,7 @@ def test_stereoset_fake_scorers_known_preferences(scorer, tokenizer, tmp_path, m
     want = ((log_softmax[pieces[0]] + log_softmax[pieces[1]]) / 2 if scorer == "generator"
             else (F.logsigmoid(table64[pieces[0]]) + F.logsigmoid(table64[pieces[1]])) / 2)
     token_scorer = bias.load_scorer("unused", scorer)
-    ids, positions, exact = bias._candidate_pieces(tokenizer, STEREOSET_ROWS[3][2],
+    ids, positions, exact = _candidate_pieces(tokenizer, STEREOSET_ROWS[3][2],
                                                    STEREOSET_ROWS[3][2].replace(bias.BLANK, TWO_PIECES), 512)
     assert exact and positions == [1, 2]
     got = token_scorer.token_log_probs([ids], [positions], left_to_right=True)[0]
@@ -378,19 +380,19 @@ def test_stereoset_fake_scorers_known_preferences(scorer, tokenizer, tmp_path, m
 
 
 def test_blank_alignment_hand_cases(tokenizer):
-    spans, exact = bias._blank_fill_spans("The Crimean people I met were BLANK",
+    spans, exact = _blank_fill_spans("The Crimean people I met were BLANK",
                                           "The crimean people i met were boring")
     assert exact and spans == [(30, 36)]
     # glued suffix: the differing part of the word, widened to the whole piece by the overlap
-    ids, pos, exact = bias._candidate_pieces(tokenizer, "The grandfather BLANKed them.",
+    ids, pos, exact = _candidate_pieces(tokenizer, "The grandfather BLANKed them.",
                                              "The grandfather protected them.", 512)
     assert exact and tokenizer.decode([ids[p] for p in pos]) == "protected"
     # two BLANKs: both fills, not the text between them
-    ids, pos, exact = bias._candidate_pieces(tokenizer, "brahmin is very BLANK and is strict about BLANK",
+    ids, pos, exact = _candidate_pieces(tokenizer, "brahmin is very BLANK and is strict about BLANK",
                                              "Brahmin is very religious and is strict about religious", 512)
     assert exact and tokenizer.convert_ids_to_tokens([ids[p] for p in pos]) == ["religious", "religious"]
     # a typo outside BLANK: the fill grows to cover it and the alignment is flagged
-    spans, exact = bias._blank_fill_spans("The man is BLANK.", "The men is tall.")
+    spans, exact = _blank_fill_spans("The man is BLANK.", "The men is tall.")
     assert not exact and spans == [(5, 15)]
 
 
@@ -423,7 +425,7 @@ def eec_rows(tokenizer):
 def _fake_eec(monkeypatch, tokenizer, rows, logit):
     table = {ids: logit(r) for r, ids in rows}
     fake = _TemplateClassifier(table)
-    monkeypatch.setattr(bias, "_load_classifier", lambda model_dir, device: (fake, tokenizer))
+    monkeypatch.setattr(common, "load_classifier", lambda model_dir, device: (fake, tokenizer))
 
 
 def test_eec_person_blind_classifier_has_zero_gaps(monkeypatch, tokenizer, eec_rows):

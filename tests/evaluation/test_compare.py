@@ -4,12 +4,11 @@ on the micro budget (both objectives pretrained, snapshots fine-tuned, report an
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 
-from electra.evaluation.compare import conclusion, plan_budget, t_interval
-from electra.core.config import CompareConfig, ModelConfig, PretrainConfig
+from electra.evaluation.compare import _point_key, conclusion, plan_budget
+from electra.core.config import CompareConfig, EvaluateConfig, FinetuneConfig, ModelConfig, PretrainConfig
 from electra.pretraining.flops import flops_breakdown, training_flops_per_token
 
 
@@ -63,8 +62,20 @@ def test_the_verdict_follows_the_paired_interval():
     assert tie["verdict"] == "no significant difference" and tie["ci"][0] < 0 < tie["ci"][1]
     assert "no significant difference" in tie["line"]
     assert conclusion([0.7], [0.6], 0.95, 1e12)["verdict"].startswith("cannot tell")
-    mean, low, high = t_interval([1.0, 2.0, 3.0], 0.95)
-    assert mean == 2.0 and high - mean == pytest.approx(4.303 / math.sqrt(3), rel=1e-3)   # t(0.975, 2) = 4.303
+
+
+def test_point_key_follows_the_snapshot_and_the_protocol_not_the_folders(tmp_path):
+    snapshot = tmp_path / "step-0000010"
+    snapshot.mkdir()
+    (snapshot / "model.safetensors").write_bytes(b"weights")
+    ft, ev = FinetuneConfig(), EvaluateConfig()
+    key = _point_key(snapshot, ft, ev, ["sst2"])
+    assert key == _point_key(snapshot, ft.model_copy(update={"output_dir": "elsewhere"}),
+                             ev.model_copy(update={"output_dir": "elsewhere"}), ["sst2"])
+    assert key != _point_key(snapshot, ft, ev, ["sst2", "rte"])
+    assert key != _point_key(snapshot, ft.model_copy(update={"seeds": ft.seeds + 1}), ev, ["sst2"])
+    (snapshot / "model.safetensors").write_bytes(b"other weights")
+    assert key != _point_key(snapshot, ft, ev, ["sst2"])
 
 
 @pytest.mark.slow
