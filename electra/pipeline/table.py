@@ -163,7 +163,7 @@ TABLE: dict[str, Stage] = {s.name: s for s in (
                                    "core/parallel.py"),
           lambda p, t: [p.tokenize.input_dir, p.tokenize.vocab_file], _own_output("tokenize")),
     Stage("pretrain", "Pretrain generator + discriminator (replaced-token detection); resumes from checkpoints.",
-          _pretrain, ("pretrain",), ("pretraining", *_SERVICE_CODE),
+          _pretrain, ("pretrain",), ("pretraining", "data/packed.py", *_SERVICE_CODE),
           lambda p, t: [p.pretrain.input_dir], _own_output("pretrain")),
     Stage("finetune", "Fine-tune the discriminator on each task in finetune.tasks (or one: --task).",
           _finetune, ("finetune",), ("tasks", *_SERVICE_CODE),

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from electra.core.config import PretrainConfig
-from electra.data.tokenize import PackedDataset
+from electra.data.packed import PackedDataset
 
 
 def batch_indices(step: int, micro: int, batch_size: int, accum_steps: int, n_examples: int, seed: int) -> np.ndarray:

@@ -41,7 +41,7 @@ from electra.core.files import atomic_dir, atomic_open, read_json, sha256_tree, 
 from electra.core.logs import StepLog
 from electra.core.runtime import linear_warmup_decay, resolve_precision
 from electra.core.tracking import MetricLogger, NullLogger
-from electra.data.tokenize import PackedDataset
+from electra.data.packed import PackedDataset
 from electra.pretraining.batches import BatchPrefetcher, make_batch, row_generators, training_batches
 from electra.pretraining.checkpoint import CheckpointFolder, Checkpointer, Resumed, resume_key
 from electra.pretraining.distributed import (Distributed, any_rank, barrier, global_mean_loss, gradient_sync,

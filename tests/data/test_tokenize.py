@@ -8,7 +8,7 @@ import random
 import numpy as np
 
 from electra.data.packing import pack_document
-from electra.data.tokenize import PackedDataset
+from electra.data.packed import PackedDataset
 
 CLS, SEP, PAD = 101, 102, 0
 

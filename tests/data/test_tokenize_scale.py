@@ -16,7 +16,8 @@ import pytest
 
 from electra.core.config import IngestConfig, TokenizeConfig
 from electra.data.ingest import ingest
-from electra.data.tokenize import PackedDataset, tokenize
+from electra.data.packed import PackedDataset
+from electra.data.tokenize import tokenize
 from tests.conftest import ROOT
 
 CORPUS = ROOT / "data" / "pretrain" / "inaugural"
