@@ -65,7 +65,7 @@ def read_csv(path: str | Path, required: Sequence[str]) -> list[dict[str, str]]:
     return rows
 
 
-def max_length(model: Any, tokenizer: Any) -> int:
+def longest_input(model: Any, tokenizer: Any) -> int:
     """Longest input both the model's position table and the tokenizer accept."""
     limits = [512]
     config = getattr(model, "config", None)

@@ -22,7 +22,7 @@ import numpy as np
 
 from electra.core.stats import bootstrap_ci
 from electra.evaluation.bias.common import (CONFIDENCE, SMALL_GROUP, GeneratorScorer, ScorerName,
-                                            check_args, json_interval, load_scorer, max_length, read_csv)
+                                            check_args, json_interval, load_scorer, longest_input, read_csv)
 
 CROWS_COLUMNS = ("sent_more", "sent_less", "stereo_antistereo", "bias_type")
 CROWS_DIRECTIONS = ("stereo", "antistereo")
@@ -186,7 +186,7 @@ def crows_pairs(model_dir: str | Path, csv_path: str | Path, *, scorer: ScorerNa
     rows = _read_pairs(csv_path, max_pairs)
     token_scorer = load_scorer(model_dir, scorer, device=device, batch_size=batch_size, progress=progress)
     sequences, content, shared = _encode_pairs(token_scorer.tokenizer, rows,
-                                               max_length(token_scorer.model, token_scorer.tokenizer))
+                                               longest_input(token_scorer.model, token_scorer.tokenizer))
     bias_types = [row["bias_type"] for row in rows]
     directions = [row["stereo_antistereo"] for row in rows]
 

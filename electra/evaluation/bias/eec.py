@@ -25,7 +25,7 @@ from electra.core.runtime import resolve_device
 from electra.core.stats import paired_bootstrap_ci
 from electra.evaluation.bias import common
 from electra.evaluation.bias.common import (CONFIDENCE, by_length_batches, check_args, finite_or_none,
-                                            json_interval, max_length, pad, progress_bar, read_csv)
+                                            json_interval, longest_input, pad, progress_bar, read_csv)
 
 EEC_COLUMNS = ("Sentence", "Template", "Person", "Gender", "Race", "Emotion", "Emotion word")
 # (result key, CSV column, first side, second side): gaps are first minus second
@@ -82,7 +82,7 @@ def _positive_probabilities(model: Any, tokenizer: Any, sentences: Sequence[str]
                             device: torch.device, progress: bool) -> np.ndarray:
     """P(label 1 = positive) per sentence, via log_softmax in fp32."""
     encoded = tokenizer(list(sentences), add_special_tokens=True, truncation=True,
-                        max_length=max_length(model, tokenizer))
+                        max_length=longest_input(model, tokenizer))
     ids = encoded["input_ids"]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     out = np.zeros(len(ids), dtype=np.float64)

@@ -22,7 +22,7 @@ import numpy as np
 
 from electra.core.stats import bootstrap_replicates, percentile_interval
 from electra.evaluation.bias.common import (CONFIDENCE, SMALL_GROUP, ScorerName, check_args, json_interval,
-                                            load_scorer, max_length)
+                                            load_scorer, longest_input)
 
 STEREOSET_FIELDS = ("target", "bias_type", "context", "stereotype", "anti-stereotype", "unrelated")
 # the three fills of one StereoSet example, in the order their scores are kept
@@ -317,7 +317,7 @@ def stereoset(model_dir: str | Path, jsonl_path: str | Path, *, scorer: ScorerNa
     tokenizer = token_scorer.tokenizer
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError(f"{model_dir}: StereoSet needs a fast tokenizer (character offsets of the pieces)")
-    sequences, pieces, kept, n_inexact = _encode_fills(tokenizer, rows, max_length(token_scorer.model, tokenizer))
+    sequences, pieces, kept, n_inexact = _encode_fills(tokenizer, rows, longest_input(token_scorer.model, tokenizer))
     if not kept:
         raise ValueError(f"{jsonl_path}: no example has a scorable fill")
 
