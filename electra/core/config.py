@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, model_validator
 
 # "register" is a stage name and so a field name; pydantic warns that it shadows
 # ABCMeta.register on the class, which nothing here uses.
@@ -168,7 +168,7 @@ class PretrainConfig(_Frozen):
 
 
 class TaskConfig(_Frozen):
-    """Per-task overrides of the fine-tuning recipe."""
+    """Per-task overrides of the fine-tuning recipe (None: the ``finetune`` section's value)."""
 
     epochs: float | None = Field(default=None, gt=0)
     lr: float | None = Field(default=None, gt=0)
@@ -177,30 +177,123 @@ class TaskConfig(_Frozen):
     batch_size: int | None = Field(default=None, ge=1)
 
 
+class TaskEntry(TaskConfig):
+    """One task of ``finetune.catalog``: its kind, the data it reads, its own overrides.
+
+    ``data`` is the one file or folder holding everything the task reads (the DVC
+    dependency of its ``finetune@<task>`` stage); a kind's file names are relative to it.
+    Each kind subclasses this with its own fields; :data:`TASK_ENTRIES` maps a kind to
+    its class, so an entry is validated by its ``kind`` (a discriminated union that
+    ``electra.tasks.base.register_task`` can extend).
+    """
+
+    kind: str
+    data: str
+
+    def files(self) -> list[str]:
+        """The files and folders the task reads (each must exist before it trains)."""
+        return [self.data]
+
+    def check(self, ft: FinetuneConfig) -> None:
+        """Raise ValueError when the entry cannot work with the section's recipe."""
+
+
+class GlueEntry(TaskEntry):
+    """A GLUE task: ``data`` is its folder of ``train.tsv`` and ``dev.tsv``."""
+
+    kind: Literal["glue"] = "glue"
+
+
+class QAEntry(TaskEntry):
+    """Extractive QA on SQuAD v1.1/v2.0 files under ``data``. Without ``dev_file`` the
+    ``file`` is split by article (XQuAD has no train split): ``dev_fraction`` of the
+    articles are held out."""
+
+    kind: Literal["qa"] = "qa"
+    data: str = "data/qa/xquad"
+    file: str = "xquad.en.json"
+    dev_file: str | None = None
+    dev_fraction: float = Field(default=0.25, gt=0.0, lt=1.0)
+    version_2: bool = False
+    doc_stride: int = Field(default=128, ge=1)
+    max_answer_length: int = Field(default=30, ge=1)
+
+    def files(self) -> list[str]:
+        return [str(Path(self.data) / f) for f in (self.file, self.dev_file) if f]
+
+    def check(self, ft: FinetuneConfig) -> None:
+        length = self.max_seq_length or ft.max_seq_length
+        # A window holds [CLS] question [SEP] context [SEP] with the question cut at 64 tokens;
+        # the stride must leave room for new context in each window.
+        if self.doc_stride >= length - 64 - 3:
+            raise ValueError(
+                f"doc_stride ({self.doc_stride}) must be below the QA max_seq_length ({length}) "
+                f"minus 67 (question of up to 64 tokens and 3 special tokens)"
+            )
+
+
+class NEREntry(TaskEntry):
+    """Named-entity recognition on CoNLL files under ``data`` (token<TAB>tag, BIO)."""
+
+    kind: Literal["ner"] = "ner"
+    data: str = "data/ner/wnut17"
+    train_file: str = "wnut17train.conll"
+    dev_file: str = "emerging.dev.conll"
+
+    def files(self) -> list[str]:
+        return [str(Path(self.data) / f) for f in (self.train_file, self.dev_file)]
+
+
+# kind -> entry class: how an entry of ``finetune.catalog`` is validated.
+TASK_ENTRIES: dict[str, type[TaskEntry]] = {"glue": GlueEntry, "qa": QAEntry, "ner": NEREntry}
+
+# The tasks known without an entry in params: name -> the entry's fields. "{data_dir}" is
+# the section's ``data_dir`` (GLUE's folder). A task kind registered later may add its own.
+DEFAULT_TASKS: dict[str, dict[str, Any]] = {
+    **{name: {"kind": "glue", "data": f"{{data_dir}}/{folder}"} for name, folder in (
+        ("sst2", "SST-2"), ("mrpc", "MRPC"), ("rte", "RTE"), ("cola", "CoLA"), ("stsb", "STS-B"),
+        ("qnli", "QNLI"))},
+    "qa": {"kind": "qa"},
+    "ner": {"kind": "ner"},
+}
+
+
+def task_entry(name: str, fields: Mapping[str, Any] | TaskEntry | None, data_dir: str = "data/glue") -> TaskEntry:
+    """The entry of task ``name``: ``fields`` over its default (:data:`DEFAULT_TASKS`),
+    validated by the class of its ``kind``. Raises ValueError naming the task."""
+    if isinstance(fields, TaskEntry):
+        return fields
+    merged = {k: (v.format(data_dir=data_dir) if isinstance(v, str) else v)
+              for k, v in DEFAULT_TASKS.get(name, {}).items()}
+    merged.update(fields or {})
+    kind = merged.get("kind")
+    if kind is None:
+        raise ValueError(f"finetune.tasks: unknown task {name!r} (known: {sorted(DEFAULT_TASKS)}; "
+                         f"or give finetune.catalog.{name} with a kind)")
+    if kind not in TASK_ENTRIES:
+        raise ValueError(f"finetune.catalog.{name}: unknown kind {kind!r} (known: {sorted(TASK_ENTRIES)})")
+    try:
+        return TASK_ENTRIES[kind].model_validate(merged)
+    except ValidationError as exc:
+        raise ValueError(f"finetune.catalog.{name}: {_format_validation_error(exc, kind)}") from None
+
+
 class FinetuneConfig(_Frozen):
-    """ELECTRA's GLUE fine-tuning recipe (layer-wise LR decay, linear warm-up/decay)."""
+    """ELECTRA's fine-tuning recipe (layer-wise LR decay, linear warm-up/decay) and its tasks.
+
+    ``catalog`` holds each task's entry (kind, data, own overrides); ``tasks`` selects
+    which run, in order (absent: every catalog entry). A selected task without an entry
+    gets its default (:data:`DEFAULT_TASKS`), so ``tasks=["sst2"]`` alone works.
+    ``for name in cfg.tasks`` gives the names; ``cfg.catalog[name]`` the entry.
+    """
 
     model_dir: str = "outputs/pretrain/discriminator"
     data_dir: str = "data/glue"
     output_dir: str = "outputs/finetune"
-    # GLUE tasks by name, "qa" (extractive QA in SQuAD format) and "ner" (CoNLL token tags).
-    tasks: list[Literal["sst2", "mrpc", "rte", "cola", "stsb", "qnli", "qa", "ner"]] = Field(
-        default_factory=lambda: ["sst2", "mrpc"]
-    )
+    tasks: list[str] = Field(default_factory=lambda: ["sst2", "mrpc"])
+    catalog: dict[str, SerializeAsAny[TaskEntry]] = Field(default_factory=dict)
     # Fine-tuning seeds per task: seed, seed + 1, ...; reports give the median and spread.
     seeds: int = Field(default=1, ge=1)
-    # QA: a SQuAD v1.1/v2.0 file. Without a separate dev file it is split by article
-    # (XQuAD has no train split): qa_dev_fraction of the articles are held out.
-    qa_file: str = "data/qa/xquad/xquad.en.json"
-    qa_dev_file: str | None = None
-    qa_dev_fraction: float = Field(default=0.25, gt=0.0, lt=1.0)
-    qa_version_2: bool = False
-    doc_stride: int = Field(default=128, ge=1)
-    max_answer_length: int = Field(default=30, ge=1)
-    # NER: CoNLL files (token<TAB>tag, BIO), WNUT-17 by default.
-    ner_train_file: str = "data/ner/wnut17/wnut17train.conll"
-    ner_dev_file: str = "data/ner/wnut17/emerging.dev.conll"
-    task_overrides: dict[str, TaskConfig] = Field(default_factory=dict)
     lr: float = Field(default=3e-4, gt=0.0)
     layer_decay: float = Field(default=0.8, gt=0.0, le=1.0)
     warmup_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
@@ -215,19 +308,41 @@ class FinetuneConfig(_Frozen):
     device: str = "auto"
     seed: int = 1234
 
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_catalog(cls, data: Any) -> Any:
+        """Every selected task gets an entry: its own in ``catalog`` over its default."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        given = dict(data.get("catalog") or {})
+        if data.get("tasks") is None:
+            data["tasks"] = list(given) or ["sst2", "mrpc"]
+        if not isinstance(data["tasks"], list | tuple) or not all(isinstance(t, str) for t in data["tasks"]):
+            raise ValueError(f"finetune.tasks: expected a list of task names, got {data['tasks']!r}")
+        if len(set(data["tasks"])) != len(data["tasks"]):
+            raise ValueError(f"finetune.tasks: {data['tasks']} names a task twice")
+        data_dir = str(data.get("data_dir") or "data/glue")
+        names = list(dict.fromkeys([*given, *data["tasks"]]))
+        data["catalog"] = {name: task_entry(name, given.get(name), data_dir) for name in names}
+        return data
+
     @model_validator(mode="after")
-    def _check_qa_window(self) -> FinetuneConfig:
-        if "qa" in self.tasks:
-            override = self.task_overrides.get("qa")
-            length = (override.max_seq_length if override and override.max_seq_length else self.max_seq_length)
-            # A window holds [CLS] question [SEP] context [SEP] with the question cut at 64 tokens;
-            # the stride must leave room for new context in each window.
-            if self.doc_stride >= length - 64 - 3:
-                raise ValueError(
-                    f"doc_stride ({self.doc_stride}) must be below the QA max_seq_length ({length}) "
-                    f"minus 67 (question of up to 64 tokens and 3 special tokens)"
-                )
+    def _check_entries(self) -> FinetuneConfig:
+        for name in self.tasks:
+            self.catalog[name].check(self)
         return self
+
+    def entry(self, task: str) -> TaskEntry:
+        """The entry of a selected task; ValueError naming the selection otherwise."""
+        if task not in self.tasks:
+            raise ValueError(f"task {task!r} is not in finetune.tasks ({', '.join(self.tasks)})")
+        return self.catalog[task]
+
+    def task_data(self, task: str | None = None) -> list[str]:
+        """The files and folders fine-tuning reads: one task's, or every selected task's."""
+        names = self.tasks if task is None else [task]
+        return list(dict.fromkeys(f for name in names for f in self.entry(name).files()))
 
 
 class EvaluateConfig(_Frozen):

@@ -35,115 +35,20 @@ import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from electra.core import stats as m
 from electra.core.config import EvaluateConfig, FinetuneConfig
 from electra.core.files import atomic_open, read_json, write_json
-from electra.tasks.glue import get_task, metrics as glue_metrics, read_task
+from electra.core.keys import content_key
 from electra.core.tracking import MetricLogger, NullLogger, flatten
-
-BOOTSTRAP_RESAMPLES = 1000
-
-# GLUE dev results published in the google-research/electra README ("Expected
-# results"; GLUE dev, pretrained on different data: OpenWebText, or the paper's
-# Wikipedia + BooksCorpus + more for Small++). In percent.
-REFERENCE_ROWS = {
-    "ELECTRA-Small-OWT (google-research/electra README)": {
-        "cola": 56.8, "sst2": 88.3, "mrpc": 87.4, "stsb": 86.8, "qnli": 87.9, "rte": 68.5},
-    "ELECTRA-Small++ (google-research/electra README)": {
-        "cola": 57.0, "sst2": 91.2, "mrpc": 88.0, "stsb": 87.5, "qnli": 88.4, "rte": 66.7},
-}
-GLUE_ORDER = ("cola", "sst2", "mrpc", "stsb", "qnli", "rte")
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
+from electra.evaluation.report import write_plots, write_report
+from electra.evaluation.results import EEC_TASK, glue_score, place
+from electra.tasks.base import task_for
 
 
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     with atomic_open(path, "w", encoding="utf-8") as handle:
         for row in rows:
             handle.write(json.dumps(row) + "\n")
-
-
-# --- one (task, seed) model on its dev set -------------------------------------------
-
-def _glue_run(task: str, run: dict, examples: list, cfg: EvaluateConfig, device, seed: int) -> tuple[dict, list]:
-    """Metrics (with the main metric's bootstrap CI) and prediction rows of one GLUE model."""
-    from electra.tasks.finetune import predict
-
-    spec = get_task(task)
-    outputs = predict(run["model_dir"], examples, cfg.batch_size, run.get("max_seq_length", 128), device)
-    labels = np.asarray([ex.label for ex in examples])
-    scores = glue_metrics(task, outputs, labels)
-    preds = outputs if spec.is_regression else outputs.argmax(axis=1)
-    main_name = spec.main_metric
-    scores["main_ci"] = list(m.bootstrap_ci(
-        lambda idx: glue_metrics(task, preds[idx], labels[idx])[main_name], len(labels),
-        BOOTSTRAP_RESAMPLES, seed=seed))
-    if spec.is_regression:
-        rows = [{"index": i, "line": ex.line, "label": ex.label, "prediction": float(p), "score": float(p)}
-                for i, (ex, p) in enumerate(zip(examples, outputs, strict=True))]
-    else:
-        probs = _softmax(outputs.astype(np.float64))
-        rows = [{"index": i, "line": ex.line, "label": int(ex.label), "prediction": int(p.argmax()),
-                 "probabilities": [float(x) for x in p]} for i, (ex, p) in enumerate(zip(examples, probs, strict=True))]
-        scores["confusion"] = _confusion(labels.astype(int), preds.astype(int), spec.num_labels)
-    return scores, rows
-
-
-def _confusion(gold: np.ndarray, pred: np.ndarray, k: int) -> list[list[int]]:
-    matrix = np.zeros((k, k), dtype=int)
-    np.add.at(matrix, (gold, pred), 1)
-    return matrix.tolist()
-
-
-def _qa_run(run: dict, examples: list, cfg: EvaluateConfig, ft: FinetuneConfig, device, seed: int) -> tuple[dict, list]:
-    from electra.tasks.qa import predict_qa, squad_metrics
-
-    # From the folder: predict_qa loads the model and the tokenizer saved with it.
-    predictions = predict_qa(run["model_dir"], None, examples, batch_size=cfg.batch_size,
-                             max_seq_length=run["max_seq_length"], doc_stride=run.get("doc_stride", ft.doc_stride),
-                             device=device, version_2=ft.qa_version_2)
-    result = squad_metrics(examples, predictions)
-    em, f1 = np.asarray(result["em_per_example"], float), np.asarray(result["f1_per_example"], float)
-    scores = {"exact_match": result["exact_match"] / 100, "f1": result["f1"] / 100, "count": result["count"]}
-    scores["main"] = scores["f1"]
-    # The per-example scores are fractions already (their mean x 100 is the aggregate).
-    scores["main_ci"] = list(m.bootstrap_ci(lambda idx: float(f1[idx].mean()), len(f1), BOOTSTRAP_RESAMPLES, seed=seed))
-    rows = [{"id": ex.id, "prediction": predictions.get(ex.id, ""), "answers": [a[0] for a in ex.answers],
-             "exact_match": float(em[i]), "f1": float(f1[i])} for i, ex in enumerate(examples)]
-    return scores, rows
-
-
-def _ner_run(run: dict, sentences: list, cfg: EvaluateConfig, device, seed: int) -> tuple[dict, list]:
-    from transformers import AutoModelForTokenClassification, AutoTokenizer
-
-    from electra.tasks.ner import entity_metrics, predict_ner
-
-    tokenizer = AutoTokenizer.from_pretrained(run["model_dir"])
-    model = AutoModelForTokenClassification.from_pretrained(run["model_dir"]).to(device)
-    predicted = predict_ner(model, tokenizer, sentences, batch_size=cfg.batch_size,
-                            max_seq_length=run["max_seq_length"], device=device)
-    gold = [list(s.tags) for s in sentences]
-    result = entity_metrics(gold, predicted)
-    tallies = np.asarray(result["per_sentence"], dtype=float)            # [sentences, (correct, pred, gold)]
-
-    def f1_of(idx: np.ndarray) -> float:
-        correct, pred, true = tallies[idx].sum(axis=0)
-        return 2 * correct / (pred + true) if pred + true else 0.0
-
-    scores = {k: result[k] for k in ("precision", "recall", "f1")}
-    scores["token_accuracy"] = result["token_accuracy"]
-    scores["per_type"] = result["per_type"]
-    scores["main"] = scores["f1"]
-    scores["main_ci"] = list(m.bootstrap_ci(f1_of, len(tallies), BOOTSTRAP_RESAMPLES, seed=seed))
-    rows = [{"index": i, "tokens": list(s.tokens), "gold": gold[i], "prediction": predicted[i]}
-            for i, s in enumerate(sentences)]
-    return scores, rows
 
 
 # --- one task over its seeds --------------------------------------------------------
@@ -170,36 +75,22 @@ def evaluate_task(task: str, cfg: EvaluateConfig, ft: FinetuneConfig, device, lo
 
     A task the finetune stage skipped (no train split) gives ``{"skipped": why}``.
     """
-    from electra.tasks.finetune import ner_splits, qa_splits, task_kind
-
     result_path = Path(cfg.finetune_dir) / task / "result.json"
     if not result_path.is_file():
         raise FileNotFoundError(f"{result_path}: no fine-tuned models for {task!r} (run the finetune stage first)")
     summary = read_json(result_path)
     if "skipped" in summary:
         return {"skipped": summary["skipped"]}
-    kind = task_kind(task)
-    note = None
-    if kind == "glue":
-        examples = read_task(Path(cfg.data_dir) / "glue", task, "dev")
-    elif kind == "qa":
-        _, examples, note = qa_splits(ft)
-    else:
-        _, examples, _ = ner_splits(ft)
+    impl = task_for(ft, task)
+    examples, note = impl.dev_split()
     if cfg.max_eval_examples is not None:
         examples = examples[: cfg.max_eval_examples]
     per_seed: dict[str, dict] = {}
     for seed, run in summary["runs"].items():
         with logger.child(f"{task}/seed-{seed}", {"task": task, "seed": seed}) as run_logger:
-            if kind == "glue":
-                scores, rows = _glue_run(task, run, examples, cfg, device, int(seed))
-            elif kind == "qa":
-                scores, rows = _qa_run(run, examples, cfg, ft, device, int(seed))
-            else:
-                scores, rows = _ner_run(run, examples, cfg, device, int(seed))
+            scores, rows = impl.evaluate_run(run, examples, cfg.batch_size, device, int(seed))
             _write_jsonl(Path(cfg.output_dir) / "predictions" / task / f"seed-{seed}.jsonl", rows)
-            run_logger.log_metrics({k: float(v) for k, v in scores.items()
-                                    if isinstance(v, (int, float)) and not isinstance(v, bool)})
+            impl.log_run(run_logger, scores)
         per_seed[seed] = scores
     out = _summarise(per_seed, str(summary["seeds"][0]))
     out["dev_examples"] = len(examples)
@@ -209,26 +100,14 @@ def evaluate_task(task: str, cfg: EvaluateConfig, ft: FinetuneConfig, device, lo
 
 
 # The code a per-task result depends on: a change to any of these makes it stale.
-_TASK_CODE = ("evaluation/evaluate.py", "tasks/finetune.py", "tasks/glue.py", "tasks/qa.py", "tasks/ner.py",
-              "core/stats.py")
+TASK_CODE = ("tasks", "evaluation/evaluate.py", "core/stats.py")
 
 
 def task_result_key(task: str, cfg: EvaluateConfig, ft: FinetuneConfig) -> str:
     """What one task's evaluation is a function of: its fine-tuned models (their result.json,
     which changes whenever they are retrained), both params sections and the code."""
-    import hashlib
-
-    from electra.core.files import sha256_file
-
-    digest = hashlib.sha256()
-    digest.update(json.dumps([task, cfg.model_dump(mode="json"), ft.model_dump(mode="json")],
-                             sort_keys=True).encode())
-    finetuned = Path(cfg.finetune_dir) / task / "result.json"
-    digest.update((sha256_file(finetuned) if finetuned.is_file() else "missing").encode())
-    package = Path(__file__).resolve().parents[1]
-    for name in _TASK_CODE:
-        digest.update(f"{name}:{sha256_file(package / name)}".encode())
-    return digest.hexdigest()
+    return content_key(values=[task, cfg.model_dump(mode="json"), ft.model_dump(mode="json")],
+                       paths={"finetuned": Path(cfg.finetune_dir) / task / "result.json"}, code=TASK_CODE)
 
 
 def task_result_path(cfg: EvaluateConfig, task: str) -> Path:
@@ -307,7 +186,6 @@ def evaluate(
     """
     from tqdm.auto import tqdm
 
-    from electra.tasks.finetune import task_kind
     from electra.core.runtime import resolve_device
 
     logger = logger or NullLogger()
@@ -316,21 +194,13 @@ def evaluate(
     result: dict[str, Any] = {"glue": {}}
     for task in tqdm(list(finetune_cfg.tasks), desc="evaluate", disable=not progress, unit="task"):
         section = evaluate_one(task, cfg, finetune_cfg, logger, device)
-        if task_kind(task) == "glue" or "skipped" in section:
-            result["glue"][task] = section
-        else:
-            result[task] = section
-    glue_tasks = [t for t in GLUE_ORDER if t in result["glue"] and "main" in result["glue"][t]]
-    result["glue"]["score"] = float(np.mean([result["glue"][t]["main"] for t in glue_tasks])) if glue_tasks else None
-    result["glue"]["score_tasks"] = glue_tasks
+        place(result, task, task_for(finetune_cfg, task).group, section)
+    glue_score(result)
     if bias:
-        sst2 = Path(cfg.finetune_dir) / "sst2" / "result.json"
-        result["bias"] = evaluate_bias(cfg, read_json(sst2)["model_dir"] if "sst2" in glue_tasks else None, device,
-                                       progress)
+        eec = Path(cfg.finetune_dir) / EEC_TASK / "result.json"
+        eec_model = read_json(eec)["model_dir"] if EEC_TASK in result["glue"]["score_tasks"] else None
+        result["bias"] = evaluate_bias(cfg, eec_model, device, progress)
     write_json(out_dir / "metrics.json", result)
-
-    from electra.evaluation.report import write_plots, write_report
-
     write_report(out_dir / "report" / "report.md", result, finetune_cfg)
     write_plots(out_dir / "plots", result, Path(cfg.finetune_dir))
     numeric = {

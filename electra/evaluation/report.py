@@ -12,6 +12,8 @@ from typing import Any
 
 from electra.core.config import FinetuneConfig
 from electra.core.files import atomic_open, read_json
+from electra.evaluation.results import GLUE_ORDER, REFERENCE_ROWS, task_sections
+from electra.tasks.base import task_for
 
 GLUE_COLUMNS = (("cola", "CoLA (MCC)"), ("sst2", "SST-2 (acc)"), ("mrpc", "MRPC (acc)"),
                 ("stsb", "STS-B (Spearman)"), ("qnli", "QNLI (acc)"), ("rte", "RTE (acc)"))
@@ -35,8 +37,6 @@ def _cell(section: dict | None) -> str:
 
 def write_report(path: Path, result: dict[str, Any], ft: FinetuneConfig) -> None:
     """``report.md``: our GLUE/QA/NER numbers (median over seeds, 95% CI) and the reference rows."""
-    from electra.evaluation.evaluate import GLUE_ORDER, REFERENCE_ROWS
-
     glue = result.get("glue", {})
     lines = ["# Evaluation report", ""]
     lines.append(f"Fine-tuning seeds per task: {ft.seeds} (median shown; never the best seed). "
@@ -55,16 +55,11 @@ def write_report(path: Path, result: dict[str, Any], ft: FinetuneConfig) -> None
     lines += ["", "The reference rows were pretrained on OpenWebText (Small-OWT) or the paper's corpus "
               "(Small++), for far longer: the data and compute differ, so compare shapes, not levels.",
               "The GLUE score is the plain mean of the main metrics of the tasks in brackets (WNLI excluded)."]
-    if "qa" in result:
-        qa = result["qa"]
-        lines += ["", "## Extractive QA", "", "| EM | F1 (95% CI) | dev questions |", "|---|---|---|",
-                  f"| {_pct(qa['exact_match'])} | {_cell(qa)} | {qa['dev_examples']} |", "",
-                  f"Dev set: {qa.get('dev', '')}."]
-    if "ner" in result:
-        ner = result["ner"]
-        lines += ["", "## NER (entity-level, CoNLL-style)", "", "| precision | recall | F1 (95% CI) | dev sentences |",
-                  "|---|---|---|---|",
-                  f"| {_pct(ner['precision'])} | {_pct(ner['recall'])} | {_cell(ner)} | {ner['dev_examples']} |"]
+    # Each other task renders its own section (a GLUE task is in the table above).
+    sections = task_sections(result)
+    for task in ft.tasks:
+        if task in sections:
+            lines += task_for(ft, task).report_lines(sections[task], _cell)
     if "bias" in result:
         lines += _bias_lines(result["bias"])
     with atomic_open(path, "w", encoding="utf-8") as handle:
@@ -137,12 +132,6 @@ def _bias_lines(bias: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _task_sections(result: dict[str, Any]) -> dict[str, dict]:
-    sections = {t: s for t, s in result.get("glue", {}).items() if isinstance(s, dict) and "main" in s}
-    sections.update({t: result[t] for t in ("qa", "ner") if t in result})
-    return sections
-
-
 def write_plots(folder: Path, result: dict[str, Any], finetune_dir: Path) -> list[Path]:
     """Per-task bars with intervals and seeds, confusion matrices, fine-tuning loss curves."""
     import matplotlib
@@ -152,7 +141,7 @@ def write_plots(folder: Path, result: dict[str, Any], finetune_dir: Path) -> lis
 
     folder.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    sections = _task_sections(result)
+    sections = task_sections(result)
 
     def save(fig, name: str) -> None:
         path = folder / name
@@ -162,24 +151,36 @@ def write_plots(folder: Path, result: dict[str, Any], finetune_dir: Path) -> lis
         written.append(path)
 
     if sections:
-        fig, ax = plt.subplots(figsize=(1.2 * len(sections) + 2, 3.5))
-        names = list(sections)
-        for x, task in enumerate(names):
-            section = sections[task]
-            low, high = section["main_ci"]
-            ax.bar(x, section["main"], color="#4c78a8", width=0.6)
-            # The interval belongs to the registered seed's model: drawn around its own value.
-            registered = section["seeds"][str(section["registered_seed"])]["main"]
-            ax.errorbar(x, registered, yerr=[[max(0.0, registered - low)], [max(0.0, high - registered)]],
-                        color="black", capsize=4)
-            seeds = [s["main"] for s in section["seeds"].values()]
-            ax.scatter([x] * len(seeds), seeds, color="#f58518", zorder=3, s=12)
-        ax.set_xticks(range(len(names)), names)
-        ax.set_ylabel("main metric (median over seeds)")
-        ax.set_title("Dev: bar = median over seeds, dots = seeds, whisker = 95% CI of the registered seed",
-                     fontsize=8)
-        save(fig, "tasks.png")
+        _plot_tasks(plt, sections, save)
+    _plot_confusions(plt, sections, save)
+    _plot_bias(plt, result.get("bias", {}), save)
+    _plot_losses(plt, sections, finetune_dir, save)
+    return written
 
+
+def _plot_tasks(plt, sections: dict[str, dict], save) -> None:
+    """tasks.png: each task's median over seeds, its seeds, the registered seed's interval."""
+    fig, ax = plt.subplots(figsize=(1.2 * len(sections) + 2, 3.5))
+    names = list(sections)
+    for x, task in enumerate(names):
+        section = sections[task]
+        low, high = section["main_ci"]
+        ax.bar(x, section["main"], color="#4c78a8", width=0.6)
+        # The interval belongs to the registered seed's model: drawn around its own value.
+        registered = section["seeds"][str(section["registered_seed"])]["main"]
+        ax.errorbar(x, registered, yerr=[[max(0.0, registered - low)], [max(0.0, high - registered)]],
+                    color="black", capsize=4)
+        seeds = [s["main"] for s in section["seeds"].values()]
+        ax.scatter([x] * len(seeds), seeds, color="#f58518", zorder=3, s=12)
+    ax.set_xticks(range(len(names)), names)
+    ax.set_ylabel("main metric (median over seeds)")
+    ax.set_title("Dev: bar = median over seeds, dots = seeds, whisker = 95% CI of the registered seed",
+                 fontsize=8)
+    save(fig, "tasks.png")
+
+
+def _plot_confusions(plt, sections: dict[str, dict], save) -> None:
+    """confusion_<task>.png for each task whose registered seed has a confusion matrix."""
     for task, section in sections.items():
         seed = str(section["registered_seed"])
         confusion = section["seeds"][seed].get("confusion")
@@ -195,30 +196,36 @@ def write_plots(folder: Path, result: dict[str, Any], finetune_dir: Path) -> lis
         ax.set_title(f"{task} (seed {seed})")
         save(fig, f"confusion_{task}.png")
 
-    bias = result.get("bias", {})
+
+def _plot_bias(plt, bias: dict[str, Any], save) -> None:
+    """bias.png: CrowS-Pairs and StereoSet SS per category, with intervals."""
     panels = [(f"CrowS-Pairs, {scorer}", section.get("per_bias_type", {}), "metric")
               for scorer, section in bias.get("crows", {}).items()]
     panels += [(f"StereoSet SS, {scorer}", section.get("per_domain", {}), "ss")
                for scorer, section in bias.get("stereoset", {}).items()]
     panels = [p for p in panels if p[1]]
-    if panels:
-        fig, axes = plt.subplots(len(panels), 1, figsize=(8, 2.6 * len(panels)), squeeze=False)
-        for ax, (title, groups, key) in zip(axes[:, 0], panels):
-            names = list(groups)
-            values = [groups[n].get(key) or 0.0 for n in names]
-            prefix = "" if key == "metric" else f"{key}_"
-            lows = [max(0.0, v - (groups[n].get(f"{prefix}ci95_low") or v)) for n, v in zip(names, values)]
-            highs = [max(0.0, (groups[n].get(f"{prefix}ci95_high") or v) - v) for n, v in zip(names, values)]
-            colours = ["#bab0ac" if groups[n].get("small") else "#4c78a8" for n in names]
-            ax.bar(range(len(names)), values, color=colours)
-            ax.errorbar(range(len(names)), values, yerr=[lows, highs], fmt="none", color="black", capsize=3)
-            ax.axhline(50, color="#e45756", linestyle="--", linewidth=1)
-            ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=7)
-            ax.set_ylim(0, 100)
-            ax.set_title(f"{title} (50 ideal; grey = small category; whiskers = 95% CI)", fontsize=8)
-        fig.tight_layout()
-        save(fig, "bias.png")
+    if not panels:
+        return
+    fig, axes = plt.subplots(len(panels), 1, figsize=(8, 2.6 * len(panels)), squeeze=False)
+    for ax, (title, groups, key) in zip(axes[:, 0], panels):
+        names = list(groups)
+        values = [groups[n].get(key) or 0.0 for n in names]
+        prefix = "" if key == "metric" else f"{key}_"
+        lows = [max(0.0, v - (groups[n].get(f"{prefix}ci95_low") or v)) for n, v in zip(names, values)]
+        highs = [max(0.0, (groups[n].get(f"{prefix}ci95_high") or v) - v) for n, v in zip(names, values)]
+        colours = ["#bab0ac" if groups[n].get("small") else "#4c78a8" for n in names]
+        ax.bar(range(len(names)), values, color=colours)
+        ax.errorbar(range(len(names)), values, yerr=[lows, highs], fmt="none", color="black", capsize=3)
+        ax.axhline(50, color="#e45756", linestyle="--", linewidth=1)
+        ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=7)
+        ax.set_ylim(0, 100)
+        ax.set_title(f"{title} (50 ideal; grey = small category; whiskers = 95% CI)", fontsize=8)
+    fig.tight_layout()
+    save(fig, "bias.png")
 
+
+def _plot_losses(plt, sections: dict[str, dict], finetune_dir: Path, save) -> None:
+    """finetune_loss.png: each task and seed's fine-tuning loss curve."""
     fig, ax = plt.subplots(figsize=(6, 3.5))
     curves = 0
     for task in sections:
@@ -238,4 +245,3 @@ def write_plots(folder: Path, result: dict[str, Any], finetune_dir: Path) -> lis
         save(fig, "finetune_loss.png")
     else:
         plt.close(fig)
-    return written

@@ -110,7 +110,7 @@ def _ingest_inputs(params: Params, task: str | None) -> list[str]:
 def _task_data(params: Params, task: str | None) -> list[str]:
     """The data files and folders the fine-tuning tasks read (one task's, or all of them)."""
     ft = params.finetune
-    return [p for p in (ft.data_dir, ft.qa_file, ft.qa_dev_file, ft.ner_train_file, ft.ner_dev_file) if p]
+    return ft.task_data(task)
 
 
 def _finetune_inputs(params: Params, task: str | None) -> list[str]:

@@ -22,15 +22,18 @@ run) so the gate is a plain function of files, and is tested as one.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from electra.core.config import GateConfig
+from electra.core.stats import paired_bootstrap
 from electra.core.tracking import flatten
+from electra.evaluation.results import metric_key, task_sections
+from electra.tasks.base import Task, task_named
+
+__all__ = ["Check", "Evidence", "bias_drift", "evaluate_gate", "gate_report_markdown", "limits", "non_inferiority",
+           "paired_bootstrap", "summary_line", "task_metric_key"]
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,7 @@ class Evidence:
         folder = Path(evaluate_dir)
         metrics = json.loads((folder / "metrics.json").read_text())
         predictions = {}
-        for task, section in _task_sections(metrics).items():
+        for task, section in task_sections(metrics).items():
             seed = section.get("registered_seed")
             path = folder / "predictions" / task / f"seed-{seed}.jsonl"
             if seed is not None and path.is_file():
@@ -78,18 +81,17 @@ class Evidence:
         return cls(metrics=metrics, predictions=predictions)
 
 
-def _task_sections(metrics: dict[str, Any]) -> dict[str, dict]:
-    """Every evaluated task's section of metrics.json (GLUE tasks, qa, ner), skipped ones left out."""
-    sections = {t: s for t, s in (metrics.get("glue") or {}).items() if isinstance(s, dict) and "main" in s}
-    for task in ("qa", "ner"):
-        if isinstance(metrics.get(task), dict) and "main" in metrics[task]:
-            sections[task] = metrics[task]
-    return sections
+def task_metric_key(task: str, metrics: dict[str, Any] | None = None) -> str:
+    """The dotted key of a task's section in metrics.json (``glue.sst2``, ``qa``)."""
+    impl = task_named(task)
+    return metric_key(task, metrics, impl.group if impl is not None else None)
 
 
-def task_metric_key(task: str) -> str:
-    """The dotted key of a task's section in metrics.json."""
-    return task if task in ("qa", "ner") else f"glue.{task}"
+def _task(task: str) -> Task:
+    impl = task_named(task)
+    if impl is None:
+        raise ValueError(f"{task!r}: no task of that name is known (its kind decides how rows compare)")
+    return impl
 
 
 # --- per-example statistics ---------------------------------------------------------
@@ -106,80 +108,26 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _row_key(task: str, row: dict[str, Any]) -> str:
-    """What identifies a dev example across two evaluations of the same file."""
-    if task == "qa":
-        return str(row["id"])
-    if task == "ner":
-        return " ".join(row["tokens"])
-    return str(row["line"])
-
-
-def _row_gold(task: str, row: dict[str, Any]) -> Any:
-    if task == "qa":
-        return tuple(row["answers"])
-    if task == "ner":
-        return tuple(row["gold"])
-    return row["label"]
-
-
-def _statistic(task: str, rows: list[dict[str, Any]]) -> Callable[[np.ndarray], float]:
-    """The task's main metric on a resample of ``rows`` (given as an index array)."""
-    if task == "qa":
-        f1 = np.asarray([r["f1"] for r in rows], dtype=np.float64)
-        return lambda idx: float(f1[idx].mean())
-    if task == "ner":
-        from electra.tasks.ner import entity_metrics
-
-        tallies = np.asarray(entity_metrics([r["gold"] for r in rows], [r["prediction"] for r in rows])
-                             ["per_sentence"], dtype=np.float64)          # [sentences, (correct, pred, gold)]
-
-        def f1_of(idx: np.ndarray) -> float:
-            correct, predicted, gold = tallies[idx].sum(axis=0)
-            return float(2 * correct / (predicted + gold)) if predicted + gold else 0.0
-
-        return f1_of
-    from electra.tasks.glue import get_task
-    from electra.tasks.glue import metrics as glue_metrics
-
-    main = get_task(task).main_metric
-    preds = np.asarray([r["prediction"] for r in rows])
-    labels = np.asarray([r["label"] for r in rows])
-    return lambda idx: float(glue_metrics(task, preds[idx], labels[idx])[main])
-
-
-def paired_bootstrap(new: Callable[[np.ndarray], float], old: Callable[[np.ndarray], float], n: int,
-                     resamples: int, confidence: float, seed: int) -> tuple[float, float, float]:
-    """(new - old) on all ``n`` examples and its percentile interval, both scored on each resample."""
-    rng = np.random.default_rng(seed)
-    everything = np.arange(n)
-    diffs = np.empty(resamples)
-    for i in range(resamples):
-        idx = rng.integers(0, n, size=n)
-        diffs[i] = new(idx) - old(idx)
-    alpha = (1.0 - confidence) / 2.0
-    low, high = np.quantile(diffs, [alpha, 1.0 - alpha])
-    return float(new(everything) - old(everything)), float(low), float(high)
-
-
-def non_inferiority(task: str, new_path: Path, old_path: Path, cfg: GateConfig) -> Check:
+def non_inferiority(task: str, new_path: Path, old_path: Path, cfg: GateConfig,
+                    metrics: dict[str, Any] | None = None) -> Check:
     """The new predictions against the champion's on their shared dev examples."""
     margin = cfg.margins.get(task, cfg.non_inferiority_margin)
     name = f"non_inferiority.{task}"
-    metric = f"{task_metric_key(task)}.main"
+    metric = f"{task_metric_key(task, metrics)}.main"
     threshold = f"lower bound > -{margin:g}"
+    impl = _task(task)
     new_rows, old_rows = _read_rows(new_path), _read_rows(old_path)
-    old_by_key = {_row_key(task, r): r for r in old_rows}
-    shared_new = [r for r in new_rows if _row_key(task, r) in old_by_key]
+    old_by_key = {impl.row_key(r): r for r in old_rows}
+    shared_new = [r for r in new_rows if impl.row_key(r) in old_by_key]
     if not new_rows or len(shared_new) < cfg.min_overlap * len(new_rows):
         return Check(name, "non_inferiority", metric, None, threshold, False,
                      f"not comparable: {len(shared_new)} of {len(new_rows)} dev examples shared with the champion's")
-    shared_old = [old_by_key[_row_key(task, r)] for r in shared_new]
-    differing = sum(_row_gold(task, a) != _row_gold(task, b) for a, b in zip(shared_new, shared_old, strict=True))
+    shared_old = [old_by_key[impl.row_key(r)] for r in shared_new]
+    differing = sum(impl.row_gold(a) != impl.row_gold(b) for a, b in zip(shared_new, shared_old, strict=True))
     if differing:
         return Check(name, "non_inferiority", metric, None, threshold, False,
                      f"not comparable: {differing} shared dev examples have different gold labels")
-    diff, low, high = paired_bootstrap(_statistic(task, shared_new), _statistic(task, shared_old),
+    diff, low, high = paired_bootstrap(impl.statistic(shared_new), impl.statistic(shared_old),
                                        len(shared_new), cfg.resamples, cfg.confidence, cfg.seed)
     passed = low > -margin
     return Check(name, "non_inferiority", metric, diff, threshold, passed,
@@ -254,7 +202,7 @@ def evaluate_gate(new: Evidence, champion: Evidence | None, cfg: GateConfig,
     if tasks is None:
         checks = limits(new.metrics, cfg)
     else:
-        checks = limits(new.metrics, cfg, tuple(f"{task_metric_key(t)}." for t in tasks) + bias_prefixes)
+        checks = limits(new.metrics, cfg, tuple(f"{task_metric_key(t, new.metrics)}." for t in tasks) + bias_prefixes)
     if champion is None:
         return checks
     for task in sorted(new.predictions):
@@ -263,11 +211,12 @@ def evaluate_gate(new: Evidence, champion: Evidence | None, cfg: GateConfig,
         if task not in champion.predictions:
             # A task the champion was never measured on: nothing to be inferior to. Its limits
             # (floors) still apply; the check is recorded so the card says so.
-            checks.append(Check(f"non_inferiority.{task}", "non_inferiority", f"{task_metric_key(task)}.main", None,
+            checks.append(Check(f"non_inferiority.{task}", "non_inferiority",
+                                f"{task_metric_key(task, new.metrics)}.main", None,
                                 "champion predictions", True,
                                 "new task: the champion has no predictions for it, nothing to compare"))
             continue
-        checks.append(non_inferiority(task, new.predictions[task], champion.predictions[task], cfg))
+        checks.append(non_inferiority(task, new.predictions[task], champion.predictions[task], cfg, new.metrics))
     if cfg.bias_drift and bias_prefixes:
         checks.extend(bias_drift(new.metrics, champion.metrics, bias_prefixes))
     return checks

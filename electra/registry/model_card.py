@@ -18,7 +18,7 @@ section                 drawn from
 intended use            ``kind``/``task``, the profile, flagged licences
 training data           ``params`` (corpus, files), ``datasets``, ``licenses_md``
 training recipe         ``params`` (pretrain.model, pretrain, finetune)
-benchmark results       ``metrics`` (glue/qa/ner) and ``evaluate.REFERENCE_ROWS``
+benchmark results       ``metrics`` (each task) and ``results.REFERENCE_ROWS``
 bias                    ``metrics["bias"]`` through ``report._bias_lines``
 promotion gate          ``gate``
 lineage                 ``lineage``
@@ -31,159 +31,37 @@ fine-tuned model) and a pointer to the discriminator's card. Missing pieces
 sentence saying so, never as an exception.
 """
 
+
 from __future__ import annotations
 
-import math
-import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import yaml
 
-from electra.evaluation.evaluate import GLUE_ORDER, REFERENCE_ROWS
-from electra.tasks.glue import TASKS as GLUE_TASKS
 from electra.evaluation.report import _bias_lines, _cell, _pct
+from electra.evaluation.results import EEC_TASK, GLUE_ORDER, REFERENCE_ROWS, section_of
+from electra.registry.card_parts import (
+    METRIC_NAMES,
+    _card_datasets,
+    _card_tasks,
+    _fmt,
+    _from_line,
+    _md,
+    _number,
+    _recipe,
+    _section,
+    _table,
+    _task_info,
+    _training_data,
+)
+from electra.tasks.base import kinds, task_named
 
 # _bias_lines, _cell and _pct are report.py's private renderers, imported on purpose:
 # the card shows the same numbers, the same way, as the evaluation report.
 
-KINDS = ("discriminator", "glue", "qa", "ner")
-EXTRA_TASKS = ("qa", "ner")
-CONTEXTS = ("pretraining", "finetuning", "evaluation", "bias")
-
-# metrics.json key -> (Hugging Face metric id, display name)
-METRIC_NAMES = {
-    "accuracy": ("accuracy", "Accuracy"),
-    "f1": ("f1", "F1"),
-    "mcc": ("matthews_correlation", "Matthews correlation"),
-    "spearman": ("spearmanr", "Spearman correlation"),
-    "pearson": ("pearsonr", "Pearson correlation"),
-    "exact_match": ("exact_match", "Exact match"),
-    "precision": ("precision", "Precision"),
-    "recall": ("recall", "Recall"),
-}
-
-# What each task's model does, for "intended use".
-TASK_USE = {
-    "sst2": "binary sentiment (negative / positive) of English sentences from movie reviews",
-    "mrpc": "whether two English sentences (news) are paraphrases of each other",
-    "rte": "whether one English sentence entails another",
-    "cola": "whether an English sentence is grammatically acceptable",
-    "stsb": "the semantic similarity of two English sentences on a 0-5 scale",
-    "qnli": "whether an English sentence answers a question",
-    "qa": "extractive question answering: the span of an English paragraph that answers a question",
-    "ner": ("named-entity tagging of English social-media text (person, location, group, "
-            "creative-work, corporation, product)"),
-}
-
 # Profiles that exist to show the pipeline runs, not to produce a usable model.
 DEMO_PROFILES = ("tiny", "micro")
-
-
-# --------------------------------------------------------------------------- small helpers
-
-
-def _number(value: Any) -> float | None:
-    """``value`` as a finite float, else None (bools, strings, NaN and None are not numbers here)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
-def _md(value: Any) -> str:
-    """Text safe inside a markdown table cell: no pipes, no line breaks."""
-    return str(value).replace("|", "\\|").replace("\r", " ").replace("\n", " ")
-
-
-def _fmt(value: Any) -> str:
-    """A gate or recipe value: 4 significant digits for floats, '–' for None."""
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-def _section(params: Mapping[str, Any], name: str) -> dict[str, Any]:
-    value = params.get(name) if isinstance(params, Mapping) else None
-    return value if isinstance(value, dict) else {}
-
-
-def _table(header: Iterable[str], rows: Iterable[Iterable[Any]]) -> list[str]:
-    header = list(header)
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_md(cell) for cell in row) + " |" for row in rows]
-    return lines
-
-
-def _from_line(lines: list[str], prefix: str, inclusive: bool) -> list[str]:
-    """``lines`` from the first one starting with ``prefix`` (all of them when none does).
-
-    Lets the card reuse ``report._bias_lines`` under its own heading, or only its EEC part.
-    """
-    for i, line in enumerate(lines):
-        if line.startswith(prefix):
-            return lines[i if inclusive else i + 1:]
-    return lines
-
-
-# --------------------------------------------------------------------------- tasks
-
-
-def _task_section(metrics: Mapping[str, Any], task: str) -> dict[str, Any] | None:
-    """The metrics.json section of ``task`` (GLUE tasks sit under ``glue``), or None."""
-    holder = metrics if task in EXTRA_TASKS else (metrics.get("glue") or {})
-    section = holder.get(task) if isinstance(holder, Mapping) else None
-    return section if isinstance(section, dict) else None
-
-
-def _card_tasks(kind: str, task: str | None, metrics: Mapping[str, Any], params: Mapping[str, Any]) -> list[str]:
-    """The tasks a card reports: its own for a task model; for the discriminator every task
-    fine-tuned (params) or evaluated (metrics), GLUE first in the paper's order."""
-    if kind != "discriminator":
-        return [task] if task else []
-    named = set(_section(params, "finetune").get("tasks") or [])
-    glue = metrics.get("glue") or {}
-    named |= {t for t, s in glue.items() if isinstance(s, dict)} if isinstance(glue, Mapping) else set()
-    named |= {t for t in EXTRA_TASKS if isinstance(metrics.get(t), dict)}
-    order = [*GLUE_ORDER, *EXTRA_TASKS]
-    return [t for t in order if t in named] + sorted(named - set(order))
-
-
-def _task_info(task: str, params: Mapping[str, Any]) -> dict[str, Any]:
-    """Display name, Hugging Face task/dataset ids, metric keys and data paths of ``task``."""
-    ft = _section(params, "finetune")
-    if task in GLUE_TASKS:
-        spec = GLUE_TASKS[task]
-        return {"title": f"GLUE {spec.folder}", "hf_task": ("text-classification", "Text Classification"),
-                "dataset": {"name": f"GLUE {spec.folder}", "type": "nyu-mll/glue", "config": task,
-                            "split": "validation"},
-                "metrics": list(spec.metric_names), "main": spec.main_metric,
-                "paths": [f"{ft.get('data_dir', 'data/glue')}/{spec.folder}"]}
-    if task == "qa":
-        qa_file = str(ft.get("qa_file") or "data/qa/xquad/xquad.en.json")
-        held_out = ft.get("qa_dev_file") is None
-        if "xquad" in qa_file.lower():
-            dataset = {"name": "XQuAD (English)" + (", held-out articles" if held_out else ""),
-                       "type": "google/xquad", "config": "xquad.en", "split": "validation"}
-        else:
-            dataset = {"name": f"SQuAD-format QA ({qa_file.rsplit('/', 1)[-1]})", "type": "squad",
-                       "split": "validation"}
-        return {"title": "Extractive QA", "hf_task": ("question-answering", "Question Answering"),
-                "dataset": dataset, "metrics": ["exact_match", "f1"], "main": "f1",
-                "paths": [p for p in (qa_file, ft.get("qa_dev_file")) if p]}
-    if task == "ner":
-        train = str(ft.get("ner_train_file") or "data/ner/wnut17/wnut17train.conll")
-        dataset = ({"name": "WNUT-17", "type": "leondz/wnut_17", "split": "validation"}
-                   if "wnut" in train.lower() else
-                   {"name": f"CoNLL NER ({train.rsplit('/', 1)[-1]})", "type": "conll", "split": "validation"})
-        return {"title": "NER (entity-level)", "hf_task": ("token-classification", "Token Classification"),
-                "dataset": dataset, "metrics": ["precision", "recall", "f1"], "main": "f1",
-                "paths": [p for p in (train, ft.get("ner_dev_file")) if p]}
-    return {"title": task, "hf_task": ("text-classification", "Text Classification"),
-            "dataset": {"name": task, "type": task, "split": "validation"},
-            "metrics": ["main"], "main": "main", "paths": []}
-
 
 def _model_index(model_name: str, tasks: list[str], metrics: Mapping[str, Any],
                  params: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -195,7 +73,7 @@ def _model_index(model_name: str, tasks: list[str], metrics: Mapping[str, Any],
     """
     results = []
     for task in tasks:
-        section = _task_section(metrics, task)
+        section = section_of(metrics, task)
         if not section or "skipped" in section:
             continue
         info = _task_info(task, params)
@@ -211,103 +89,6 @@ def _model_index(model_name: str, tasks: list[str], metrics: Mapping[str, Any],
             results.append({"task": {"type": hf_type, "name": hf_name}, "dataset": dict(info["dataset"]),
                             "metrics": entries})
     return [{"name": model_name, "results": results}]
-
-
-# --------------------------------------------------------------------------- datasets and licences
-
-
-def _task_aliases(task: str) -> tuple[str, ...]:
-    """Strings that name ``task`` in a dataset's name or source (case-insensitive)."""
-    if task in GLUE_TASKS:
-        return (task, GLUE_TASKS[task].folder.lower())
-    return {"qa": ("qa", "xquad", "squad"), "ner": ("ner", "wnut")}.get(task, (task,))
-
-
-def _card_datasets(datasets: list[dict], kind: str, task: str | None) -> list[dict]:
-    """The logged datasets a card lists: all for the discriminator; for a task model the
-    pretraining corpus, the entries whose name or source names its task (``sst2``,
-    ``SST-2``, ``wnut17``, ...) and, for SST-2, the EEC. Another task's entry is left
-    out even when none names this task: its licence line would be wrong on this card.
-    """
-    rows = [d for d in datasets or [] if isinstance(d, Mapping)]
-    if kind == "discriminator" or not task:
-        return rows
-
-    def mentions(d: Mapping, words: Iterable[str]) -> bool:
-        # whole words, digits allowed after them: "wnut17" names wnut, "corner" does not name ner
-        text = f"{d.get('name', '')} {d.get('source', '')}".lower()
-        return any(re.search(rf"(?<![a-z]){re.escape(w)}(?![a-z])", text) for w in words)
-
-    pretraining = [d for d in rows if d.get("context") == "pretraining"]
-    own = [d for d in rows if d.get("context") in ("finetuning", "evaluation") and mentions(d, _task_aliases(task))]
-    eec = [d for d in rows if d.get("context") == "bias" and task == "sst2" and mentions(d, ("eec", "equity"))]
-    other = [d for d in rows if d.get("context") not in CONTEXTS]
-    return pretraining + own + eec + other
-
-
-def _data_paths(kind: str, tasks: list[str], metrics: Mapping[str, Any], params: Mapping[str, Any],
-                datasets: list[dict]) -> list[str]:
-    """The data files and folders behind this card: what its licence lines are looked up by."""
-    ingest, tok, ev = _section(params, "ingest"), _section(params, "tokenize"), _section(params, "evaluate")
-    paths: list[str] = []
-    for source in ingest.get("sources") or ["data/pretrain"]:
-        # a glob names its folder: cut at the first wildcard
-        paths.append(re.split(r"[*?\[]", str(source), maxsplit=1)[0])
-    if not tok.get("train_vocab"):
-        paths.append(str(tok.get("vocab_file") or "data/vocab/bert-base-uncased-vocab.txt"))
-    for task in tasks:
-        paths += _task_info(task, params)["paths"]
-    bias = metrics.get("bias") if isinstance(metrics.get("bias"), dict) else {}
-    folders = {"crows": "crows_pairs", "stereoset": "stereoset", "eec": "eec"}
-    wanted = list(folders) if kind == "discriminator" else (["eec"] if "sst2" in tasks else [])
-    data_dir = str(ev.get("data_dir") or "data")
-    paths += [f"{data_dir}/bias/{folders[b]}" for b in wanted if bias.get(b)]
-    paths += [str(d["source"]) for d in datasets if d.get("source")]
-    return paths
-
-
-def _relative(path: str, base: str) -> str:
-    path = path.strip().removeprefix("./")
-    base = base.strip().removeprefix("./").rstrip("/")
-    if base and path.startswith(base + "/"):
-        path = path[len(base) + 1:]
-    return path.strip("/")
-
-
-def _licence_lines(licenses_md: str, paths: list[str], base: str) -> tuple[list[str], list[str], list[str]]:
-    """From LICENSES.md: its table header, the rows whose dataset path covers or lies under
-    one of ``paths``, and the names of the matched rows that it flags as not open.
-
-    A row's path is the backticked folder in its first cell, e.g. ``(`glue/SST-2/`)``;
-    paths are compared relative to the folder of LICENSES.md (``base``), segment-wise.
-    """
-    used = [_relative(p, base) for p in paths if p]
-    table = [line for line in licenses_md.splitlines() if line.lstrip().startswith("|")]
-    header, rows, flagged = table[:2], [], []
-    for line in table[2:]:
-        first = line.strip().strip("|").split("|")[0]
-        row_paths = [p.strip("/") for p in re.findall(r"`([^`]+)`", first)]
-
-        def covers(a: str, b: str) -> bool:
-            return bool(a and b) and (a == b or a.startswith(b + "/") or b.startswith(a + "/"))
-
-        if any(covers(rp, u) for rp in row_paths for u in used):
-            rows.append(line)
-            if "flagged" in line.lower():
-                flagged.append(re.sub(r"\s*\(`[^`]*`\)", "", first).strip())
-    return header, rows, flagged
-
-
-def _licence_notes(licenses_md: str, glue_used: bool) -> list[str]:
-    """LICENSES.md's own paragraphs on flagged data (and on GLUE's terms when GLUE is used), quoted."""
-    notes = []
-    for paragraph in re.split(r"\n\s*\n", licenses_md):
-        text = paragraph.strip()
-        if not text or text.startswith(("|", "#", "-")):
-            continue
-        if "flagged" in text.lower() or (glue_used and "GLUE itself" in text):
-            notes.append("> " + " ".join(text.split()))
-    return notes
 
 
 # --------------------------------------------------------------------------- sections
@@ -356,7 +137,7 @@ def _intended_use(kind: str, task: str | None, profile: str | None,
                      "English classification, span extraction or tagging tasks, or to score which "
                      "tokens of a text look replaced. It is a research artefact of this pipeline.")
     else:
-        use = TASK_USE.get(task or kind, f"the {task or kind} task")
+        use = _task_info(task or kind, params)["use"]
         disc = _section(params, "register").get("model_name") or "the pretrained discriminator"
         lines.append(f"A fine-tuned ELECTRA model for {use}, trained from `{disc}`. "
                      "It is a research artefact of this pipeline: use it to study the task, the "
@@ -378,142 +159,6 @@ def _intended_use(kind: str, task: str | None, profile: str | None,
                       "(a tiny encoder, a few hundred pretraining steps). Its scores are at or near "
                       "chance: it is not a usable model.")
     lines += [f"- {item}" for item in out]
-    return lines
-
-
-def _training_data(kind: str, task: str | None, tasks: list[str], metrics: Mapping[str, Any],
-                   params: Mapping[str, Any], licenses_md: str | None,
-                   datasets: list[dict]) -> tuple[list[str], list[str]]:
-    """The training-data section and the names of the flagged (not openly licensed) datasets."""
-    ingest, tok = _section(params, "ingest"), _section(params, "tokenize")
-    lines = ["", "## Training data", "", "### Pretraining corpus", ""]
-    sources = ", ".join(f"`{s}`" for s in ingest.get("sources") or []) or "unknown (no `ingest.sources`)"
-    excluded = ", ".join(f"`{e}`" for e in ingest.get("exclude") or [])
-    vocab = ("a WordPiece vocabulary trained on the corpus" if tok.get("train_vocab")
-             else f"the WordPiece vocabulary `{tok.get('vocab_file', 'unknown')}`")
-    lines.append(f"Plain English text from {sources}" + (f" (excluding {excluded})" if excluded else "")
-                 + (", de-duplicated" if ingest.get("dedup") else "") + f"; tokenized with {vocab} "
-                 f"({tok.get('vocab_size', '?')} tokens, {'lowercased' if tok.get('lowercase') else 'cased'}) "
-                 f"into sequences of up to {tok.get('max_seq_length', '?')} tokens.")
-    if kind == "discriminator":
-        lines += ["", "The discriminator saw only this corpus. The fine-tuning and bias data below were "
-                  "used to evaluate it (each task through a model fine-tuned from it)."]
-    else:
-        lines += ["", f"Fine-tuned on the training split of {_task_info(task or kind, params)['title']}; "
-                  "scored on its dev split (below)."]
-
-    lines += ["", "### Datasets and digests", ""]
-    if datasets:
-        order = {c: i for i, c in enumerate(CONTEXTS)}
-        rows = sorted(datasets, key=lambda d: order.get(d.get("context"), len(order)))
-        lines += _table(["used for", "dataset", "digest", "source"],
-                        [[d.get("context", "–"), d.get("name", "–"), f"`{d.get('digest', '–')}`",
-                          d.get("source", "–")] for d in rows])
-    else:
-        lines.append("No dataset was logged with this version: no digests to show.")
-
-    lines += ["", "### Licences", ""]
-    licences_file = str(_section(params, "register").get("licenses_file") or "data/LICENSES.md")
-    if licenses_md is None:
-        lines.append(f"**Licences unknown**: no `{licences_file}` was supplied with this version. Treat "
-                     "every dataset's terms as unknown and do not redistribute this model until checked.")
-        return lines, []
-    base = licences_file.rsplit("/", 1)[0] if "/" in licences_file else ""
-    header, rows, flagged = _licence_lines(licenses_md, _data_paths(kind, tasks, metrics, params, datasets), base)
-    if rows:
-        lines.append(f"The lines of `{licences_file}` for the data behind this card:")
-        lines += ["", *header, *rows]
-    else:
-        lines.append(f"`{licences_file}` has no line for the data behind this card: its licences are unknown.")
-    if flagged:
-        lines += ["", f"**Research use only.** {len(flagged)} of these datasets are flagged in "
-                  f"`{licences_file}` as not under an open licence: {', '.join(flagged)}. "
-                  "Results on them, and any model fine-tuned on them, are for local research use: do not ship "
-                  "such a model in a release or list that data as open training data without checking the terms."]
-    glue_used = any(t in GLUE_TASKS for t in tasks)
-    notes = _licence_notes(licenses_md, glue_used)
-    if notes:
-        lines += ["", f"From `{licences_file}`:", ""]
-        for note in notes:
-            lines += [note, ""]
-        lines.pop()
-    lines += ["", f"Citations for every dataset: `{licences_file}`."]
-    return lines, flagged
-
-
-def _recipe(kind: str, task: str | None, params: Mapping[str, Any]) -> list[str]:
-    pre, ft, tok = _section(params, "pretrain"), _section(params, "finetune"), _section(params, "tokenize")
-    model = pre.get("model") if isinstance(pre.get("model"), dict) else {}
-    lines = ["", "## Training recipe", "", "### Pretraining", ""]
-    hidden, heads, ffn = model.get("hidden_size"), model.get("num_heads"), model.get("intermediate_size")
-    frac = _number(model.get("generator_fraction"))
-    objective = pre.get("objective", "electra")
-    rows = [["encoder (discriminator)",
-             f"{model.get('num_layers', '?')} layers, hidden {hidden or '?'}, {heads or '?'} heads, "
-             f"FFN {ffn or '?'}, embeddings {model.get('embedding_size', '?')}, dropout {model.get('dropout', '?')}"]]
-    if objective == "electra":
-        # the generator's shape as electra.pretraining.model.generator_config derives it: same depth, a
-        # fraction of the width (hidden, heads and FFN), embeddings shared with the discriminator
-        if frac is not None and all(_number(x) is not None for x in (hidden, heads, ffn)):
-            gen = (f"{model.get('num_layers', '?')} layers, hidden {round(hidden * frac)}, "
-                   f"{max(1, round(heads * frac))} head(s), FFN {max(1, round(ffn * frac))} "
-                   f"(generator_fraction {frac:g}); embeddings shared with the discriminator")
-        else:
-            gen = f"generator_fraction {_fmt(model.get('generator_fraction'))}"
-        rows.append(["generator", gen])
-        rows.append(["objective",
-                     f"ELECTRA replaced-token detection: {_fmt(pre.get('mask_prob'))} of the tokens masked "
-                     f"({_fmt(pre.get('mask_token_prob'))} of them shown as [MASK]), the generator (masked LM) "
-                     "fills them by sampling, the discriminator tells replaced tokens from originals; "
-                     f"loss = {_fmt(pre.get('generator_weight'))} x generator MLM + "
-                     f"{_fmt(pre.get('discriminator_weight'))} x discriminator"])
-    else:
-        rows.append(["objective", f"BERT-style masked LM baseline ({objective}): "
-                                  f"{_fmt(pre.get('mask_prob'))} of the tokens masked, same encoder, no generator"])
-    batch, accum = pre.get("batch_size"), pre.get("grad_accum_steps") or 1
-    effective = batch * accum if _number(batch) is not None and _number(accum) is not None else "?"
-    rows += [["steps", _fmt(pre.get("max_steps"))],
-             ["batch", f"{effective} sequences ({_fmt(batch)} x {accum} accumulation)"],
-             ["sequence length", _fmt(tok.get("max_seq_length"))],
-             ["optimiser", f"AdamW, lr {_fmt(pre.get('lr'))}, {_fmt(pre.get('warmup_steps'))} warm-up steps then "
-                           f"linear decay, weight decay {_fmt(pre.get('weight_decay'))}, betas "
-                           f"({_fmt(pre.get('adam_beta1'))}, {_fmt(pre.get('adam_beta2'))}), eps "
-                           f"{_fmt(pre.get('adam_eps'))}, grad-norm clip {_fmt(pre.get('max_grad_norm'))}"],
-             ["precision", _fmt(pre.get("precision"))],
-             ["seed", _fmt(pre.get("seed"))]]
-    lines += _table(["setting", "value"], rows)
-
-    lines += ["", "### Fine-tuning", ""]
-    seeds, first = ft.get("seeds"), ft.get("seed")
-    if isinstance(seeds, int) and isinstance(first, int):
-        # the seeds electra.tasks.finetune.seeds_of uses: seed, seed + 1, ...
-        seed_text = f"{seeds} ({', '.join(str(first + i) for i in range(seeds))}); the registered model is seed {first}'s"
-    else:
-        seed_text = _fmt(seeds)
-    overrides = ft.get("task_overrides") if isinstance(ft.get("task_overrides"), dict) else {}
-
-    def setting(key: str, own: Mapping[str, Any]) -> str:
-        value = own.get(key)
-        return f"{_fmt(value)} (task override)" if value is not None else _fmt(ft.get(key))
-
-    own = overrides.get(task, {}) if kind != "discriminator" and task else {}
-    own = own if isinstance(own, dict) else {}
-    rows = [["learning rate", setting("lr", own)],
-            ["layer-wise lr decay", _fmt(ft.get("layer_decay"))],
-            ["epochs", setting("epochs", own)],
-            ["batch size", setting("batch_size", own)],
-            ["max sequence length", setting("max_seq_length", own)],
-            ["max training examples", setting("max_train_examples", own)],
-            ["warm-up fraction / weight decay", f"{_fmt(ft.get('warmup_fraction'))} / {_fmt(ft.get('weight_decay'))}"],
-            ["seeds", seed_text]]
-    lines += _table(["setting", "value"], rows)
-    if kind == "discriminator":
-        changed = {t: {k: v for k, v in o.items() if v is not None}
-                   for t, o in overrides.items() if isinstance(o, dict)}
-        changed = {t: o for t, o in changed.items() if o}
-        if changed:
-            lines += ["", "Per-task overrides: " + "; ".join(
-                f"{t}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in o.items()) for t, o in changed.items()) + "."]
     return lines
 
 
@@ -541,7 +186,7 @@ def _benchmarks(kind: str, tasks: list[str], metrics: Mapping[str, Any], params:
     refs = {name.split(" (")[0]: row for name, row in REFERENCE_ROWS.items()}
     rows, notes = [], []
     for task in tasks:
-        section = _task_section(metrics, task)
+        section = section_of(metrics, task)
         info = _task_info(task, params)
         main = info["main"]
         registered, n_seeds, dev, other = "–", "–", "–", []
@@ -629,7 +274,7 @@ def _bias(kind: str, task: str | None, metrics: Mapping[str, Any], params: Mappi
     pointer = (f"Intrinsic bias of the pretrained encoder this model was fine-tuned from (CrowS-Pairs, "
                f"StereoSet): see the model card of `{disc}`"
                + (f" registered by the same run (`{run}`)." if run else " registered by the same run."))
-    if task != "sst2":
+    if task != EEC_TASK:
         return lines + ["No bias benchmark scores this task's outputs.", "", pointer]
     eec = bias.get("eec") if bias else None
     if not eec:
@@ -691,12 +336,14 @@ def _lineage(lineage: Mapping[str, Any]) -> list[str]:
 
 
 def _normalise(kind: str, task: str | None) -> str | None:
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
-    if kind in EXTRA_TASKS and not task:
+    known = ("discriminator", *kinds())
+    if kind not in known:
+        raise ValueError(f"kind must be one of {known}, not {kind!r}")
+    if kind != "discriminator" and not task:
+        # A kind that is also a task's name (qa, ner) names its task; GLUE's kind does not.
+        if task_named(kind) is None:
+            raise ValueError(f"a {kind} model card needs its task (e.g. 'sst2' for glue)")
         task = kind
-    if kind == "glue" and not task:
-        raise ValueError("a GLUE model card needs its task (e.g. 'sst2')")
     return task
 
 
@@ -742,7 +389,7 @@ def _headline_bias(kind: str, task: str | None, metrics: Mapping[str, Any]) -> l
             if cell:
                 out.append(f"- CrowS-Pairs ({crows.get('scorer', 'generator')}), % stereotypical preferred "
                            f"(50 is ideal): {cell}")
-    elif task == "sst2":
+    elif task == EEC_TASK:
         eec = bias.get("eec") or {}
         for dim in ("gender", "race"):
             section = eec.get(dim)
@@ -773,7 +420,7 @@ def render_description(*, model_name: str, version: str, kind: str, task: str | 
     for t in _card_tasks(kind, task, metrics, params):
         info = _task_info(t, params)
         metric = METRIC_NAMES.get(info["main"], (info["main"], info["main"]))[1]
-        results.append(f"- {info['title']}, {metric}: {_result_cell(_task_section(metrics, t))}")
+        results.append(f"- {info['title']}, {metric}: {_result_cell(section_of(metrics, t))}")
     if kind == "discriminator":
         glue = metrics.get("glue") if isinstance(metrics.get("glue"), Mapping) else {}
         if _number(glue.get("score")) is not None:
@@ -832,7 +479,7 @@ def render_model_card(*, model_name: str, version: str, kind: str, task: str | N
     lineage = lineage if isinstance(lineage, Mapping) else {}
     profile = params.get("profile") or lineage.get("profile")
     tasks = _card_tasks(kind, task, metrics, params)
-    shown = _card_datasets(datasets, kind, task)
+    shown = _card_datasets(datasets, kind, task, params)
 
     data_lines, flagged = _training_data(kind, task, tasks, metrics, params, licenses_md, shown)
     lines = [f"# {model_name} (version {version})", "",

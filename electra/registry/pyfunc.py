@@ -3,7 +3,7 @@
 They are logged as code (``electra/registry/serving/*.py`` call ``mlflow.models.set_model``), so
 a registered model loads by running this source, shipped with it, and never by
 unpickling an object. Each one predicts with the code its model was evaluated with
-(``electra.tasks.finetune``, ``electra.tasks.qa``, ``electra.tasks.ner``). Kept free of heavy imports
+(``electra.tasks.glue_task``, ``electra.tasks.qa``, ``electra.tasks.ner``). Kept free of heavy imports
 until ``load_context``.
 
 Inputs, locally (``mlflow.pyfunc.load_model(...).predict``) and over REST
@@ -156,7 +156,7 @@ class SequenceClassifierModel(mlflow.pyfunc.PythonModel):
     Output: for a classifier, ``label`` (the label's name, from the model config's
     ``id2label``) and ``score`` (its softmax probability); for a regression task
     (STS-B), ``score`` (the predicted similarity). Encoded and batched by
-    ``electra.tasks.finetune.predict_loaded``, as the evaluate stage scored it.
+    ``electra.tasks.glue_task.predict_loaded``, as the evaluate stage scored it.
     """
 
     def load_context(self, context) -> None:
@@ -179,8 +179,8 @@ class SequenceClassifierModel(mlflow.pyfunc.PythonModel):
         import numpy as np
         import torch
 
-        from electra.tasks.finetune import predict_loaded
         from electra.tasks.glue import Example
+        from electra.tasks.glue_task import predict_loaded
 
         columns = (TEXT, TEXT_PAIR) if self.pair else (TEXT,)
         rows = input_rows(model_input, columns)
@@ -205,7 +205,7 @@ class TokenClassifierModel(mlflow.pyfunc.PythonModel):
     Each text is split into words by the tokenizer's own pre-tokenizer (whitespace and
     punctuation, with character offsets), tagged as the evaluate stage tags words (the
     argmax at each word's first piece, ``electra.tasks.ner.encode``), and its BIO tags chunked
-    into entities as ``conlleval`` reads them (``electra.tasks.ner.entity_spans``). Output:
+    into entities as ``conlleval`` reads them (``electra.tasks.conll.entity_spans``). Output:
     one row per text, ``entities``: ``[{"entity_group", "score", "word", "start",
     "end"}]`` with ``start``/``end`` character offsets into the text and ``score`` the
     mean probability of the entity's word tags. Words past ``max_seq_length`` pieces
@@ -235,8 +235,9 @@ class TokenClassifierModel(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input: pd.DataFrame, params=None):
         import torch
 
-        from electra.tasks.finetune import longest_first_batches
-        from electra.tasks.ner import OUTSIDE, Sentence, collate, encode, entity_spans, first_piece_positions
+        from electra.tasks.conll import OUTSIDE, Sentence, entity_spans
+        from electra.tasks.ner import collate, encode, first_piece_positions
+        from electra.tasks.recipe import longest_first_batches
 
         texts = [row[TEXT] for row in input_rows(model_input, (TEXT,))]
         words = [self._words(text) for text in texts]

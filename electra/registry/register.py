@@ -20,7 +20,6 @@ import importlib.metadata
 import json
 import os
 import platform
-import re
 import shutil
 import tempfile
 import time
@@ -30,280 +29,22 @@ from typing import Any
 
 import mlflow
 import mlflow.pyfunc
-import yaml
 
 from electra.core.config import Params
-from electra.evaluation.evaluate import headline_metrics
 from electra.core.files import read_json, write_json, write_text
-from electra.registry.gate import (
-    Check,
-    Evidence,
-    evaluate_gate,
-    gate_report_markdown,
-    summary_line,
-    task_metric_key,
-)
 from electra.core.tracking import flatten, git_info, redact_uri
+from electra.evaluation.evaluate import headline_metrics
+from electra.evaluation.results import EEC_TASK
+from electra.registry.flavours import label_names, log_discriminator, log_task_model, pip_requirements, public_version
+from electra.registry.gate import Check, Evidence, evaluate_gate, gate_report_markdown, summary_line, task_metric_key
+from electra.registry.lineage import content_digest, data_pointer_hash, dataset_records, dvc_lock_hashes, log_datasets
+from electra.tasks.base import task_for
 
-# The pyfunc models are logged as code (models from code): loading one runs our reviewed
-# source, never a pickle. The classes live in a module light enough to import at serving.
-SERVING_DIR = Path(__file__).resolve().parent / "serving"
-
-# What a serving environment needs to load the logged models.
-_REQUIREMENTS = ("torch", "transformers", "tokenizers", "numpy", "pandas", "mlflow")
-
-
-def public_version(version: str) -> str:
-    """``version`` without its PEP 440 local label: ``2.13.0+cpu`` -> ``2.13.0``.
-
-    A local label names a build that only its own index serves (PyTorch's CPU and CUDA
-    wheels); PyPI has the public release, so that is what a logged requirement pins.
-    """
-    return version.split("+", 1)[0]
-
-
-def pip_requirements() -> list[str]:
-    """The logged models' pip requirements: this environment's versions, installable from PyPI."""
-    reqs = []
-    for name in _REQUIREMENTS:
-        try:
-            reqs.append(f"{name}=={public_version(importlib.metadata.version(name))}")
-        except importlib.metadata.PackageNotFoundError:
-            reqs.append(name)
-    return reqs
-
-
-def data_pointer_hash(path: str | Path = "data.dvc") -> str:
-    """The md5 that ``data.dvc`` pins for ``data/`` ("unknown" when there is no pointer)."""
-    p = Path(path)
-    if not p.exists():
-        return "unknown"
-    try:
-        outs = yaml.safe_load(p.read_text()).get("outs", [])
-        return str(outs[0].get("md5", "unknown"))
-    except (yaml.YAMLError, AttributeError, IndexError) as exc:
-        raise ValueError(f"{p}: not a valid DVC pointer file: {exc}") from None
-
-
-def dvc_lock_hashes(path: str | Path = "dvc.lock") -> dict[str, str]:
-    """Output hashes per stage from ``dvc.lock`` (empty when the pipeline ran outside DVC).
-
-    Keys are ``stage:path``, with a foreach stage's ``@`` written ``.`` (``finetune.sst2``):
-    MLflow tag and param names cannot hold ``@``.
-    """
-    p = Path(path)
-    if not p.exists():
-        return {}
-    lock = yaml.safe_load(p.read_text()) or {}
-    hashes = {}
-    for stage, entry in (lock.get("stages") or {}).items():
-        for out in entry.get("outs", []) or []:
-            key = re.sub(r"[^\w\-. :/]", ".", f"{stage}:{out['path']}")
-            hashes[key] = out.get("md5", "")
-    return hashes
-
-
-def _log_qa_model(model_dir: str, run: dict, name: str):
-    """Log and register the QA model as a :class:`QuestionAnsweringModel` pyfunc."""
-    import pandas as pd
-    from mlflow.models import infer_signature
-
-    example = pd.DataFrame({"question": ["Who cooked the meal?"], "context": ["The chef cooked the meal."]})
-    return _log_pyfunc(
-        name="finetuned-qa", entry="qa_model.py", artifacts={"model": model_dir},
-        settings={"max_seq_length": run["max_seq_length"], "doc_stride": run.get("doc_stride", 128)},
-        signature=infer_signature(example, pd.DataFrame({"answer": ["The chef"]})),
-        input_example=example, registered_model_name=name)
-
-
-def _log_pyfunc(*, name: str, entry: str, artifacts: dict[str, str], settings: dict | None = None, **kwargs):
-    """``mlflow.pyfunc.log_model`` of a model from code: ``electra/registry/serving/<entry>``, with the
-    ``electra`` package shipped beside it (it loads without the package installed) and the
-    PyPI requirements. ``settings`` travel as the artifact ``settings`` (``serving.json``),
-    not as ``model_config``, which MLflow also logs as run params, where the settings of the
-    models registered by one run collide. Logging runs the model on its input example: quietly.
-    """
-    from electra.registry.pyfunc import quiet_loading
-
-    with tempfile.TemporaryDirectory(prefix="electra-settings-") as tmp, quiet_loading():
-        if settings is not None:
-            path = Path(tmp) / "serving.json"
-            path.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-            artifacts = {**artifacts, "settings": str(path)}
-        return mlflow.pyfunc.log_model(
-            name=name,
-            python_model=str(SERVING_DIR / entry),
-            artifacts=artifacts,
-            pip_requirements=pip_requirements(),
-            code_paths=[str(Path(__file__).resolve().parents[1])],   # the whole electra package
-            **kwargs,
-        )
-
-
-# GLUE's label ids by name (the names of the Hugging Face ``glue`` dataset). SST-2, MRPC and
-# CoLA store ids ("0"/"1") in their TSVs; RTE and QNLI store the names themselves.
-GLUE_LABEL_NAMES = {
-    "sst2": ("negative", "positive"),
-    "mrpc": ("not_equivalent", "equivalent"),
-    "cola": ("unacceptable", "acceptable"),
-}
-
-
-def label_names(task: str) -> list[str] | None:
-    """The names a registered GLUE model answers, in label-id order; None for regression (STS-B)."""
-    from electra.tasks.glue import get_task
-
-    spec = get_task(task)
-    if spec.labels is None:
-        return None
-    names = list(GLUE_LABEL_NAMES.get(task, spec.labels))
-    if len(names) != spec.num_labels:
-        raise ValueError(f"{task}: {len(names)} label names for {spec.num_labels} labels")
-    return names
-
-
-def _labelled_copy(model_dir: str | Path, names: list[str] | None, target: Path) -> Path:
-    """``model_dir`` with ``id2label``/``label2id`` set to ``names`` in its config.json.
-
-    The weights are hard links where the file system allows (no copy of a large model);
-    config.json is a new file, so the fine-tuned model itself is left as it was.
-    """
-    def link_or_copy(src: str, dst: str) -> None:
-        try:
-            os.link(src, dst)
-        except OSError:
-            shutil.copy2(src, dst)
-
-    shutil.copytree(model_dir, target, copy_function=link_or_copy)
-    if names is not None:
-        config_path = target / "config.json"
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-        config["id2label"] = {str(i): label for i, label in enumerate(names)}
-        config["label2id"] = {label: i for i, label in enumerate(names)}
-        config_path.unlink()          # a hard link: never write through to the original
-        config_path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    return target
-
-
-def _log_glue_model(task: str, summary: dict, name: str):
-    """A GLUE model as a :class:`SequenceClassifierModel` pyfunc: ``text`` (+ ``text_pair``) in,
-    the label's name and probability (STS-B: the score) out."""
-    import pandas as pd
-    from mlflow.models import ModelSignature, infer_signature
-    from mlflow.types import ColSpec, DataType, Schema
-
-    from electra.tasks.glue import get_task
-
-    spec = get_task(task)
-    names = label_names(task)
-    if spec.is_pair:
-        example: Any = pd.DataFrame({"text": ["the chef cooked the meal ."],
-                                     "text_pair": ["the meal was cooked by the chef ."]})
-        inputs = Schema([ColSpec(DataType.string, "text"), ColSpec(DataType.string, "text_pair")])
-    else:
-        # One unnamed string column: a list of strings is accepted as well as a `text` column
-        # (MLflow refuses a plain list against a named column).
-        example = ["the chef cooked a wonderful meal ."]
-        inputs = Schema([ColSpec(DataType.string)])
-    output = (pd.DataFrame({"score": [2.5]}) if names is None
-              else pd.DataFrame({"label": [names[-1]], "score": [0.9]}))
-    signature = ModelSignature(inputs=inputs, outputs=infer_signature(None, output).outputs)
-    run = summary["runs"][str(summary["seeds"][0])]
-    with tempfile.TemporaryDirectory(prefix="electra-register-") as tmp:
-        model_dir = _labelled_copy(summary["model_dir"], names, Path(tmp) / "model")
-        return _log_pyfunc(
-            name=f"finetuned-{task}", entry="classifier_model.py", artifacts={"model": str(model_dir)},
-            settings={"task": task, "pair": spec.is_pair,
-                          "max_seq_length": int(run.get("max_seq_length", summary.get("max_seq_length", 128)))},
-            signature=signature, input_example=example, registered_model_name=name)
-
-
-def _log_ner_model(summary: dict, name: str):
-    """The NER model as a :class:`TokenClassifierModel` pyfunc: sentences in, entities out."""
-    import pandas as pd
-    from mlflow.models import ModelSignature, infer_signature
-    from mlflow.types import ColSpec, DataType, Schema
-
-    run = summary["runs"][str(summary["seeds"][0])]
-    example = ["she flew from paris to new york ."]
-    entity = {"entity_group": "location", "score": 0.9, "word": "paris", "start": 14, "end": 19}
-    signature = ModelSignature(inputs=Schema([ColSpec(DataType.string)]),
-                               outputs=infer_signature(None, pd.DataFrame({"entities": [[entity]]})).outputs)
-    return _log_pyfunc(
-        name="finetuned-ner", entry="ner_model.py", artifacts={"model": summary["model_dir"]},
-        settings={"max_seq_length": int(run.get("max_seq_length", summary.get("max_seq_length", 128)))},
-        signature=signature, input_example=example, registered_model_name=name)
-
-
-# --- lineage and datasets -------------------------------------------------------------------
-
-def _md5_file(path: Path) -> str:
-    digest = hashlib.md5()  # DVC's content hash, not a security measure
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def content_digest(path: str | Path) -> str:
-    """DVC's hash of a file (the md5 of its bytes); for a folder, the md5 of its files' listing.
-
-    The listing is ``relpath md5`` lines in path order, so a folder's digest changes
-    exactly when one of its files (as DVC hashes them) is added, removed or edited.
-    """
-    p = Path(path)
-    if p.is_file():
-        return _md5_file(p)
-    if not p.is_dir():
-        raise FileNotFoundError(f"{p}: dataset path does not exist")
-    listing = "".join(f"{f.relative_to(p).as_posix()} {_md5_file(f)}\n"
-                      for f in sorted(p.rglob("*")) if f.is_file())
-    return hashlib.md5(listing.encode()).hexdigest()
-
-
-def dataset_records(params: Params) -> list[dict[str, str]]:
-    """The datasets a registered model was built from: name, digest, source and role.
-
-    The corpus (every ``ingest.sources`` entry that is a path), the task data of
-    ``finetune.tasks`` and the bias benchmarks; paths that do not exist (a task that
-    was not run, a hub source) are left out.
-    """
-    ft, ev = params.finetune, params.evaluate
-    candidates: list[tuple[str, str, str]] = [
-        (f"corpus:{Path(src).name}", src, "pretraining") for src in params.ingest.sources]
-    candidates.append(("vocab", params.tokenize.vocab_file, "pretraining"))
-    for task in ft.tasks:
-        if task == "qa":
-            candidates.append(("qa", ft.qa_file, "finetuning"))
-            if ft.qa_dev_file:
-                candidates.append(("qa-dev", ft.qa_dev_file, "evaluation"))
-        elif task == "ner":
-            candidates += [("ner-train", ft.ner_train_file, "finetuning"), ("ner-dev", ft.ner_dev_file, "evaluation")]
-        else:
-            from electra.tasks.glue import get_task
-
-            candidates.append((f"glue-{task}", f"{ft.data_dir}/{get_task(task).folder}", "finetuning"))
-    bias = Path(ev.data_dir) / "bias"
-    candidates += [("crows-pairs", str(bias / "crows_pairs" / "crows_pairs_anonymized.csv"), "bias"),
-                   ("stereoset", str(bias / "stereoset" / "stereoset_dev_flat.jsonl"), "bias"),
-                   ("eec", str(bias / "eec" / "Equity-Evaluation-Corpus.csv"), "bias")]
-    records = []
-    for name, path, role in candidates:
-        if path and Path(path).exists():
-            records.append({"name": name, "digest": content_digest(path), "source": str(path), "context": role})
-    return records
-
-
-def _log_datasets(records: list[dict[str, str]], data_pointer: str) -> None:
-    """``mlflow.log_input`` for each dataset, its digest the DVC content hash, its source the path."""
-    from mlflow.data.meta_dataset import MetaDataset
-    from mlflow.data.sources import LocalArtifactDatasetSource
-
-    for record in records:
-        dataset = MetaDataset(LocalArtifactDatasetSource(record["source"]), name=record["name"],
-                              digest=record["digest"])
-        mlflow.log_input(dataset, context=record["context"], tags={"dvc.data_md5": data_pointer})
-
+# What other modules and tests reach through this one (the stage's public names, and the
+# logging and lineage helpers that moved to flavours.py and lineage.py).
+__all__ = ["CHALLENGER", "CHAMPION", "content_digest", "data_pointer_hash", "dataset_records", "dvc_lock_hashes",
+           "label_names", "pip_requirements", "promote", "promotion_lock_path", "public_version", "register",
+           "rollback"]
 
 def _lineage(params: Params, run_id: str, pretrain_result: dict) -> dict[str, str]:
     cfg = params.register
@@ -340,32 +81,6 @@ def _lineage(params: Params, run_id: str, pretrain_result: dict) -> dict[str, st
 
 
 _LINEAGE_PACKAGES = ("electra-pipeline", "torch", "transformers", "tokenizers", "mlflow", "python")
-
-
-# --- logging the models ---------------------------------------------------------------------
-
-def _log_discriminator(pretrain_dir: Path, name: str):
-    import pandas as pd
-    from mlflow.models import ModelSignature, infer_signature
-    from mlflow.types import ColSpec, DataType, Schema
-
-    output = pd.DataFrame([{"tokens": ["[CLS]"], "replaced_probability": [0.5]}])
-    signature = ModelSignature(inputs=Schema([ColSpec(DataType.string)]),
-                               outputs=infer_signature(None, output).outputs)
-    return _log_pyfunc(
-        name="discriminator", entry="discriminator_model.py",
-        artifacts={"discriminator": str(pretrain_dir / "discriminator")},
-        signature=signature, input_example=["the chef cooked the meal ."], registered_model_name=name)
-
-
-def _log_task_model(task: str, kind: str, summary: dict, name: str):
-    """The first seed's model (fixed in advance, never the best on dev) with its tokenizer."""
-    if kind == "qa":
-        first_run = summary["runs"][str(summary["seeds"][0])]
-        return _log_qa_model(summary["model_dir"], first_run, name)
-    if kind == "ner":
-        return _log_ner_model(summary, name)
-    return _log_glue_model(task, summary, name)
 
 
 # --- aliases: champion moves last, under a lock, only if nobody moved it meanwhile -------------
@@ -679,6 +394,54 @@ def _write_card(name: str, version: str, scope: dict, metrics: dict, gate: dict,
     return path
 
 
+def _log_models(params: Params) -> tuple[dict[str, str], dict[str, dict]]:
+    """Log and register every model: the discriminator, then each fine-tuned task's first seed.
+
+    Returns the new versions by registered name, and each one's scope: what it is gated and
+    described on (its kind and task, the tasks and bias scores that are its own).
+    """
+    cfg = params.register
+    info = log_discriminator(Path(cfg.pretrain_dir), cfg.model_name)
+    versions = {cfg.model_name: str(info.registered_model_version)}
+    scopes = {cfg.model_name: {"kind": "discriminator", "task": None, "tasks": None, "bias": ("bias.",),
+                               "metric_prefix": ""}}
+    if not cfg.register_finetuned:
+        return versions, scopes
+    for task in params.finetune.tasks:
+        path = Path(cfg.finetune_dir) / task / "result.json"
+        summary = read_json(path) if path.is_file() else {"skipped": "not fine-tuned"}
+        if "skipped" in summary:
+            continue
+        impl = task_for(params.finetune, task)
+        name = f"{cfg.task_model_prefix}{task}"
+        versions[name] = str(log_task_model(impl, summary, name).registered_model_version)
+        # The EEC measures one task's model: its bias scores are that model's own.
+        scopes[name] = {"kind": impl.kind, "task": task, "tasks": [task],
+                        "bias": ("bias.eec.",) if task == EEC_TASK else (),
+                        "metric_prefix": f"{task_metric_key(task)}."}
+    return versions, scopes
+
+
+def _move_aliases(client, versions: dict[str, str], gates: dict[str, dict], regate) -> None:
+    """``challenger`` on every new version; ``champion`` on those that passed, only if it still
+    points where the gate compared: if another pipeline promoted meanwhile, gate again
+    (``regate(name)``) against the new champion, at most three times."""
+    for name, version in versions.items():
+        client.set_registered_model_alias(name, CHALLENGER, version)
+        for _attempt in range(3):
+            gate = gates[name]
+            if gate["outcome"] != CHAMPION:
+                break
+            if _move_champion(client, name, version, gate["compared_to"],
+                              f"passed the gate against version {gate['compared_to'] or 'none'}", "promoted"):
+                break
+            gates[name] = regate(name)
+        else:
+            gates[name]["outcome"] = CHALLENGER
+            gates[name]["reasons"].append("the champion kept moving under concurrent promotions")
+            client.set_model_version_tag(name, version, "gate.outcome", CHALLENGER)
+
+
 def register(params: Params, progress: bool = True) -> dict:
     """Log and register the models, gate each new version against its champion, then move aliases.
 
@@ -694,92 +457,45 @@ def register(params: Params, progress: bool = True) -> dict:
     cfg = params.register
     started = time.time()
     out_dir = Path(cfg.output_dir)
-    pretrain_dir = Path(cfg.pretrain_dir)
-    pretrain_result = read_json(pretrain_dir / "result.json")
+    pretrain_result = read_json(Path(cfg.pretrain_dir) / "result.json")
     evidence = Evidence.from_evaluate_dir(cfg.evaluate_dir)
-    metrics = evidence.metrics
     run = mlflow.active_run()
     if run is None:
         raise RuntimeError("register must run inside an MLflow run (use electra.pipeline.stages.run_stage)")
     client = MlflowClient()
 
+    # 1. What every version carries: lineage, datasets, the evidence later gates compare with.
     lineage = _lineage(params, run.info.run_id, pretrain_result)
     mlflow.set_tags({f"lineage.{k}": v for k, v in lineage.items()})
     datasets = dataset_records(params)
-    _log_datasets(datasets, lineage["data_dvc_md5"])
+    log_datasets(datasets, lineage["data_dvc_md5"])
     _log_evidence(evidence)
-    flat_metrics = {k: float(v) for k, v in flatten("", headline_metrics(metrics)).items()
+    flat_metrics = {k: float(v) for k, v in flatten("", headline_metrics(evidence.metrics)).items()
                     if isinstance(v, int | float) and not isinstance(v, bool)}
     mlflow.log_metrics({k: v for k, v in flat_metrics.items() if len(k) < 250})
 
-    # 1. Log and register every model. scope: what each model is gated and described on.
-    versions: dict[str, str] = {}
-    scopes: dict[str, dict] = {}
-    info = _log_discriminator(pretrain_dir, cfg.model_name)
-    versions[cfg.model_name] = str(info.registered_model_version)
-    scopes[cfg.model_name] = {"kind": "discriminator", "task": None, "tasks": None, "bias": ("bias.",),
-                              "metric_prefix": ""}
-    if cfg.register_finetuned:
-        from electra.tasks.finetune import task_kind
+    # 2. Log and register every model.
+    versions, scopes = _log_models(params)
 
-        for task in params.finetune.tasks:
-            path = Path(cfg.finetune_dir) / task / "result.json"
-            summary = read_json(path) if path.is_file() else {"skipped": "not fine-tuned"}
-            if "skipped" in summary:
-                continue
-            kind = task_kind(task)
-            name = f"{cfg.task_model_prefix}{task}"
-            versions[name] = str(_log_task_model(task, kind, summary, name).registered_model_version)
-            # The SST-2 model is the one the EEC measures: its bias scores are its own.
-            scopes[name] = {"kind": kind, "task": task, "tasks": [task],
-                            "bias": ("bias.eec.",) if task == "sst2" else (),
-                            "metric_prefix": f"{task_metric_key(task)}."}
-
-    # 2. Gate, tag and describe each version: nothing moves yet.
+    # 3. Gate, tag and describe each version: nothing moves yet. 4. Aliases last.
     cache: dict[str, Evidence | None] = {}
-    gates: dict[str, dict] = {}
-    cards: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="electra-gate-") as tmp:
-        for name, version in versions.items():
-            gates[name] = _tag_and_describe(client, name, version, scopes[name], evidence, params, cache,
-                                            Path(tmp), lineage, flat_metrics, datasets, out_dir, run.info.run_id)
-            cards[name] = str(out_dir / "model_cards" / name / "MODEL_CARD.md")
+        def regate(name: str) -> dict[str, Any]:
+            return _tag_and_describe(client, name, versions[name], scopes[name], evidence, params, cache,
+                                     Path(tmp), lineage, flat_metrics, datasets, out_dir, run.info.run_id)
 
-        # 3. Aliases last. champion moves only if it still points where the gate compared: if
-        #    another pipeline promoted meanwhile, gate again against the new champion.
-        for name, version in versions.items():
-            client.set_registered_model_alias(name, CHALLENGER, version)
-            for _attempt in range(3):
-                gate = gates[name]
-                if gate["outcome"] != CHAMPION:
-                    break
-                if _move_champion(client, name, version, gate["compared_to"],
-                                  f"passed the gate against version {gate['compared_to'] or 'none'}", "promoted"):
-                    break
-                gates[name] = _tag_and_describe(client, name, version, scopes[name], evidence, params, cache,
-                                                Path(tmp), lineage, flat_metrics, datasets, out_dir, run.info.run_id)
-            else:
-                gates[name]["outcome"] = CHALLENGER
-                gates[name]["reasons"].append("the champion kept moving under concurrent promotions")
-                client.set_model_version_tag(name, version, "gate.outcome", CHALLENGER)
+        gates = {name: regate(name) for name in versions}
+        _move_aliases(client, versions, gates, regate)
+    cards = {name: str(out_dir / "model_cards" / name / "MODEL_CARD.md") for name in versions}
 
     aliases = {name: [a for a in (CHALLENGER, CHAMPION) if _alias_version(client, name, a) == version]
                for name, version in versions.items()}
     write_text(out_dir / "gate_report.md", gate_report_markdown(
         {name: {**gate, "version": versions[name]} for name, gate in gates.items()}))
     mlflow.log_artifact(str(out_dir / "gate_report.md"))
-    passed = gates[cfg.model_name]["passed"]
-    report = {
-        "stage": "register",
-        "versions": versions,
-        "aliases": aliases,
-        "gates": gates,
-        "lineage": lineage,
-        "datasets": datasets,
-        "model_cards": cards,
-        "seconds": round(time.time() - started, 3),
-        "tracking_uri": redact_uri(mlflow.get_tracking_uri()),
-    }
+    report = {"stage": "register", "versions": versions, "aliases": aliases, "gates": gates, "lineage": lineage,
+              "datasets": datasets, "model_cards": cards, "seconds": round(time.time() - started, 3),
+              "tracking_uri": redact_uri(mlflow.get_tracking_uri())}
     write_json(out_dir / "registration.json", report)
     mlflow.log_dict(report, "registration.json")
     return {
@@ -790,7 +506,7 @@ def register(params: Params, progress: bool = True) -> dict:
         "pending_approval": {name: versions[name] for name, gate in gates.items()
                              if gate["outcome"] == "awaiting approval"},
         "champion": CHAMPION in aliases[cfg.model_name],
-        "gate_passed": passed,
+        "gate_passed": gates[cfg.model_name]["passed"],
         "gate_report": str(out_dir / "gate_report.md"),
         "model_cards": cards,
         "output_dir": cfg.output_dir,

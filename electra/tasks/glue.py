@@ -152,8 +152,13 @@ def read_task(data_dir: str | Path, task: str, split: str) -> list[Example]:
     for a missing column, a row with the wrong number of fields, an empty text or
     an unknown label. Blank lines are skipped.
     """
+    return read_split(Path(data_dir) / get_task(task).folder, task, split)
+
+
+def read_split(folder: str | Path, task: str, split: str) -> list[Example]:
+    """:func:`read_task` from the task's own folder (``{folder}/{split}.tsv``)."""
     spec = get_task(task)
-    path = task_file(data_dir, task, split)
+    path = Path(folder) / f"{split}.tsv"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no {split} split for GLUE task {task!r}")
     examples: list[Example] = []

@@ -1,145 +1,43 @@
-"""Named-entity recognition (token classification) on CoNLL-format files.
+"""Named-entity recognition (token classification): word pieces, training, prediction, the NER :class:`Task`.
 
 The pretrained discriminator is fine-tuned as an ``ElectraForTokenClassification``
-on sentences read from ``token<TAB>tag`` files with BIO tags (WNUT-17 here),
-with the same recipe as the GLUE stage (:mod:`electra.tasks.finetune`): AdamW with
-layer-wise learning-rate decay, linear warm-up then linear decay, gradient
-clipping, length-grouped batches with dynamic padding.
+on sentences of CoNLL files (:mod:`electra.tasks.conll`), with the shared recipe
+(:mod:`electra.tasks.recipe`): AdamW with layer-wise learning-rate decay, linear
+warm-up then linear decay, gradient clipping, length-grouped batches with dynamic padding.
 
 Words are split into word pieces; only the first piece of each word carries a
 label (the later pieces and the special tokens get -100, which the loss
 ignores), and a word's prediction is read from its first piece. That gives
 exactly one decision per word, so the model is trained and scored on words
 rather than on an arbitrary number of pieces per word.
-
-Entity scores follow the CoNLL-2000 ``conlleval`` script: entities are chunks of
-BIO tags, and a predicted entity counts only if both its span and its type match
-a gold entity exactly.
 """
 
 from __future__ import annotations
 
-import re
 import time
-from collections import Counter
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
+import numpy as np
 import torch
 
-from electra.tasks.finetune import longest_first_batches, save_finetuned, seed_everything, train_loop
+from electra.core.config import NEREntry
 from electra.core.logs import expected_new_head
 from electra.core.runtime import resolve_device
 from electra.core.tracking import MetricLogger, NullLogger
-
-# Label of positions the loss must skip (PyTorch's CrossEntropyLoss ignore_index default).
-IGNORE_INDEX = -100
-OUTSIDE = "O"
-# A tag is O, or B-/I- followed by a non-empty type (types may contain "-": "creative-work").
-_TAG_RE = re.compile(r"O|[BI]-\S+")
-
-
-@dataclass(frozen=True)
-class Sentence:
-    """One sentence: its words and their BIO tags, one tag per word."""
-
-    tokens: tuple[str, ...]
-    tags: tuple[str, ...]
-
-    def __post_init__(self) -> None:
-        # Lists passed in become tuples, so a Sentence stays immutable and hashable.
-        object.__setattr__(self, "tokens", tuple(self.tokens))
-        object.__setattr__(self, "tags", tuple(self.tags))
-        if len(self.tokens) != len(self.tags):
-            raise ValueError(f"{len(self.tokens)} tokens but {len(self.tags)} tags")
-
-
-class Entity(NamedTuple):
-    """A chunk of BIO tags: its type and the word span ``[start, end)``."""
-
-    type: str
-    start: int
-    end: int
-
-
-# --------------------------------------------------------------------------- reading
-
-
-def is_valid_tag(tag: str) -> bool:
-    """True for ``O``, ``B-<type>`` and ``I-<type>`` (the type non-empty, without spaces)."""
-    return _TAG_RE.fullmatch(tag) is not None
-
-
-def read_conll(path: str | Path) -> list[Sentence]:
-    """Sentences of a CoNLL file: one ``token<TAB>tag`` per line, sentences separated by blank lines.
-
-    The token is the first tab-separated column and the tag the last one. A line
-    that is empty or only whitespace ends a sentence: the WNUT-17 training file
-    separates its sentences with lines holding a single tab. Line endings may be
-    ``\\n`` or ``\\r\\n``; a UTF-8 byte-order mark is dropped; whitespace around
-    the tag is dropped (the token is kept as written).
-
-    Raises ValueError naming the file and the 1-based line for a line without a
-    tag column, an empty token, a tag that is not O/B-x/I-x, bytes that are not
-    UTF-8, and a file with no sentence at all.
-    """
-    path = Path(path)
-    raw = path.read_bytes()
-    if raw.startswith(b"\xef\xbb\xbf"):
-        raw = raw[3:]
-    # Split on "\n" only: str.splitlines() would also break lines at characters such
-    # as U+2028 or U+0085, which can occur inside tweets' tokens.
-    lines = raw.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()  # the final newline ends the last line; it does not start another
-
-    sentences: list[Sentence] = []
-    tokens: list[str] = []
-    tags: list[str] = []
-    for line_no, raw_line in enumerate(lines, start=1):
-        try:
-            line = raw_line.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ValueError(f"{path}, line {line_no}: not valid UTF-8 ({exc.reason})") from None
-        line = line.rstrip("\r")
-        if not line.strip():
-            if tokens:
-                sentences.append(Sentence(tuple(tokens), tuple(tags)))
-                tokens, tags = [], []
-            continue
-        columns = line.split("\t")
-        tag = columns[-1].strip()
-        if len(columns) < 2 or not tag:
-            raise ValueError(f"{path}, line {line_no}: no tag column (expected token<TAB>tag): {line!r}")
-        token = columns[0]
-        if not token.strip():
-            raise ValueError(f"{path}, line {line_no}: empty token: {line!r}")
-        if not is_valid_tag(tag):
-            raise ValueError(f"{path}, line {line_no}: tag {tag!r} is not O, B-<type> or I-<type>")
-        tokens.append(token)
-        tags.append(tag)
-    if tokens:
-        sentences.append(Sentence(tuple(tokens), tuple(tags)))
-    if not sentences:
-        raise ValueError(f"{path}, line {max(1, len(lines))}: no sentences (the file is empty)")
-    return sentences
-
-
-def label_list(sentences: Sequence[Sentence]) -> list[str]:
-    """The label set of ``sentences``: ``O`` first, then ``B-``/``I-`` tags sorted by name.
-
-    Every entity type seen gets both its ``B-`` and its ``I-`` label, even if the
-    data holds only one of them, so that the classifier can still output the
-    other (a type seen only in one-word entities may have multi-word ones
-    elsewhere). ``O`` is always included: it is the fallback tag for words the
-    model does not see. The result depends only on the set of tags, not on
-    their order.
-    """
-    types = {tag[2:] for sentence in sentences for tag in sentence.tags if tag != OUTSIDE}
-    return [OUTSIDE, *sorted(f"{prefix}-{t}" for t in types for prefix in ("B", "I"))]
-
+from electra.tasks.base import CardInfo, ServingSpec
+from electra.tasks.common import TaskBase
+from electra.tasks.conll import IGNORE_INDEX, OUTSIDE, Sentence, entity_metrics, label_list, read_conll
+from electra.tasks.recipe import (
+    longest_first_batches,
+    pad_id,
+    pad_inputs,
+    save_finetuned,
+    seed_everything,
+    subsample,
+    train_loop,
+)
 
 # --------------------------------------------------------------------------- encoding
 
@@ -229,139 +127,13 @@ def collate(features: Sequence[Mapping[str, Sequence[int]]], pad_id: int) -> dic
     Returns ``input_ids``, ``token_type_ids``, ``attention_mask`` and, when the
     features have them, ``labels``, each of shape ``(batch, longest)``.
     """
-    width = max(len(f["input_ids"]) for f in features)
-    has_labels = all("labels" in f for f in features)
-    input_ids = torch.full((len(features), width), pad_id, dtype=torch.long)  # (B, T)
-    token_type_ids = torch.zeros((len(features), width), dtype=torch.long)  # (B, T)
-    attention_mask = torch.zeros((len(features), width), dtype=torch.long)  # (B, T)
-    labels = torch.full((len(features), width), IGNORE_INDEX, dtype=torch.long)  # (B, T)
-    for row, f in enumerate(features):
-        n = len(f["input_ids"])
-        input_ids[row, :n] = torch.tensor(f["input_ids"], dtype=torch.long)
-        token_type_ids[row, :n] = torch.tensor(f["token_type_ids"], dtype=torch.long)
-        attention_mask[row, :n] = 1
-        if has_labels:
-            labels[row, :n] = torch.tensor(f["labels"], dtype=torch.long)
-    batch = {"input_ids": input_ids, "token_type_ids": token_type_ids, "attention_mask": attention_mask}
-    if has_labels:
+    batch = pad_inputs(features, pad_id)
+    if all("labels" in f for f in features):
+        labels = torch.full((len(features), batch["input_ids"].shape[1]), IGNORE_INDEX, dtype=torch.long)  # (B, T)
+        for row, f in enumerate(features):
+            labels[row, : len(f["labels"])] = torch.tensor(f["labels"], dtype=torch.long)
         batch["labels"] = labels
     return batch
-
-
-# --------------------------------------------------------------------------- metrics
-
-
-def _split_tag(tag: str) -> tuple[str, str | None]:
-    """``("B", "person")`` for ``B-person``, ``("O", None)`` for ``O``."""
-    if not is_valid_tag(tag):
-        raise ValueError(f"tag {tag!r} is not O, B-<type> or I-<type>")
-    if tag == OUTSIDE:
-        return OUTSIDE, None
-    # Split at the first hyphen only: types such as "creative-work" contain one.
-    return tag[0], tag[2:]
-
-
-def entity_spans(tags: Sequence[str]) -> list[Entity]:
-    """The entities (chunks) in one sentence's BIO tags, as ``conlleval`` reads them.
-
-    A chunk starts at every ``B-x``, and at an ``I-x`` that follows ``O`` or a tag
-    of another type (so ``O I-x`` and ``B-y I-x`` both start an ``x`` entity); it
-    continues over ``I-x`` of the same type and ends before anything else.
-    """
-    spans: list[Entity] = []
-    open_type: str | None = None
-    start = 0
-    for i, tag in enumerate(tags):
-        prefix, tag_type = _split_tag(tag)
-        if open_type is not None and (prefix != "I" or tag_type != open_type):
-            spans.append(Entity(open_type, start, i))
-            open_type = None
-        if prefix == "B" or (prefix == "I" and open_type is None):
-            open_type, start = tag_type, i
-    if open_type is not None:
-        spans.append(Entity(open_type, start, len(tags)))
-    return spans
-
-
-def precision_recall_f1(correct: int, predicted: int, gold: int) -> tuple[float, float, float]:
-    """Precision, recall and F1 in [0, 1] from counts; a ratio with a zero denominator is 0."""
-    precision = correct / predicted if predicted else 0.0
-    recall = correct / gold if gold else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return precision, recall, f1
-
-
-def _check_aligned(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> None:
-    if len(gold) != len(pred):
-        raise ValueError(f"{len(gold)} gold sentences but {len(pred)} predicted ones")
-    for i, (g, p) in enumerate(zip(gold, pred, strict=True)):
-        if len(g) != len(p):
-            raise ValueError(f"sentence {i}: {len(g)} gold tags but {len(p)} predicted ones")
-
-
-def token_accuracy(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> float:
-    """Fraction of words whose predicted tag equals the gold tag (0 when there are no words)."""
-    _check_aligned(gold, pred)
-    total = sum(len(g) for g in gold)
-    same = sum(
-        g_tag == p_tag for g, p in zip(gold, pred, strict=True) for g_tag, p_tag in zip(g, p, strict=True)
-    )
-    return same / total if total else 0.0
-
-
-def entity_metrics(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> dict[str, Any]:
-    """Entity-level precision, recall and F1, as the CoNLL-2000 ``conlleval`` script computes them.
-
-    ``gold`` and ``pred`` hold one tag sequence per sentence, of equal lengths.
-    An entity is correct only when its span and type both match a gold entity
-    (see :func:`entity_spans`); entities never cross sentences. Scores are in
-    [0, 1]; with no predicted entity the precision is 0 (as in ``conlleval``).
-
-    Returns ``precision``, ``recall``, ``f1``; the counts ``correct``,
-    ``predicted``, ``gold`` and ``tokens``; ``token_accuracy``; ``per_type``:
-    ``{type: {precision, recall, f1, support, correct, predicted}}`` for every
-    type in either side (``support`` = gold entities of that type); and
-    ``per_sentence``: one ``(correct, predicted, gold)`` tuple per sentence, so
-    that a bootstrap can resample sentences and recompute the scores from sums.
-    """
-    _check_aligned(gold, pred)
-    correct_by_type: Counter[str] = Counter()
-    predicted_by_type: Counter[str] = Counter()
-    gold_by_type: Counter[str] = Counter()
-    per_sentence: list[tuple[int, int, int]] = []
-    for gold_tags, pred_tags in zip(gold, pred, strict=True):
-        gold_spans = set(entity_spans(gold_tags))
-        pred_spans = set(entity_spans(pred_tags))
-        # Spans within one sentence never overlap, so exact-match entities are the intersection.
-        correct_spans = gold_spans & pred_spans
-        correct_by_type.update(e.type for e in correct_spans)
-        predicted_by_type.update(e.type for e in pred_spans)
-        gold_by_type.update(e.type for e in gold_spans)
-        per_sentence.append((len(correct_spans), len(pred_spans), len(gold_spans)))
-
-    per_type: dict[str, dict[str, float | int]] = {}
-    for entity_type in sorted(set(gold_by_type) | set(predicted_by_type)):
-        c, p, g = correct_by_type[entity_type], predicted_by_type[entity_type], gold_by_type[entity_type]
-        precision, recall, f1 = precision_recall_f1(c, p, g)
-        per_type[entity_type] = {
-            "precision": precision, "recall": recall, "f1": f1, "support": g, "correct": c, "predicted": p,
-        }
-    correct = sum(s[0] for s in per_sentence)
-    predicted = sum(s[1] for s in per_sentence)
-    gold_total = sum(s[2] for s in per_sentence)
-    precision, recall, f1 = precision_recall_f1(correct, predicted, gold_total)
-    return {
-        "precision": precision,
-        "recall": recall,
-        "f1": f1,
-        "correct": correct,
-        "predicted": predicted,
-        "gold": gold_total,
-        "tokens": sum(len(g) for g in gold),
-        "token_accuracy": token_accuracy(gold, pred),
-        "per_type": per_type,
-        "per_sentence": per_sentence,
-    }
 
 
 # --------------------------------------------------------------------------- training
@@ -383,6 +155,18 @@ def _load_model(model_dir: str | Path, labels: Sequence[str], dropout: float):
             # Fine-tune in fp32 whatever dtype the checkpoint was saved in.
             dtype=torch.float32,
         )
+
+
+def _trainable_features(tokenizer: Any, sentences: Sequence[Sentence], labels: list[str],
+                        max_seq_length: int) -> tuple[list[dict], list[dict]]:
+    """Every sentence encoded with its labels, and those with a word piece to label."""
+    label2id = {label: i for i, label in enumerate(labels)}
+    encoded = encode(tokenizer, sentences, label2id, max_seq_length)
+    # A batch whose labels are all -100 has a NaN mean loss; such sentences teach nothing anyway.
+    features = [f for f in encoded if any(label != IGNORE_INDEX for label in f["labels"])]
+    if not features:
+        raise ValueError("no training sentence has a word piece to label")
+    return encoded, features
 
 
 def train_ner(
@@ -436,19 +220,13 @@ def train_ner(
     seed_everything(seed)
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    label2id = {label: i for i, label in enumerate(labels)}
-    encoded = encode(tokenizer, train_sentences, label2id, max_seq_length)
-    # A batch whose labels are all -100 has a NaN mean loss; such sentences teach nothing anyway.
-    features = [f for f in encoded if any(label != IGNORE_INDEX for label in f["labels"])]
-    if not features:
-        raise ValueError("no training sentence has a word piece to label")
+    encoded, features = _trainable_features(tokenizer, train_sentences, labels, max_seq_length)
     lengths = [len(f["input_ids"]) for f in features]
 
     model = _load_model(model_dir, labels, dropout).to(dev)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
     def make_batch(idx: list[int]) -> dict[str, torch.Tensor]:
-        return collate([features[i] for i in idx], pad_id)  # labels: -100 off the first pieces
+        return collate([features[i] for i in idx], pad_id(tokenizer))  # labels: -100 off the first pieces
 
     trained = train_loop(
         model, lengths, make_batch, lr=lr, layer_decay=layer_decay, weight_decay=weight_decay, adam_eps=adam_eps,
@@ -495,14 +273,13 @@ def predict_ner(
     dev = resolve_device(device)
     id2label = {int(k): v for k, v in model.config.id2label.items()}
     features = encode(tokenizer, sentences, None, max_seq_length)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     predictions: list[list[str]] = [[OUTSIDE] * len(s.tokens) for s in sentences]
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
             for idx in longest_first_batches([len(f["input_ids"]) for f in features], batch_size):
-                batch = {k: v.to(dev) for k, v in collate([features[i] for i in idx], pad_id).items()}
+                batch = {k: v.to(dev) for k, v in collate([features[i] for i in idx], pad_id(tokenizer)).items()}
                 logits = model(**batch).logits  # (B, T, num_labels)
                 best = logits.argmax(dim=-1).cpu().tolist()  # (B, T)
                 for row, i in enumerate(idx):
@@ -511,3 +288,105 @@ def predict_ner(
     finally:
         model.train(was_training)
     return predictions
+
+
+# --------------------------------------------------------------------------- the kind
+
+
+def _sentence_f1(tallies: np.ndarray) -> Callable[[np.ndarray], float]:
+    """Entity F1 of a resample of sentences from their ``(correct, predicted, gold)`` tallies."""
+    def f1_of(idx: np.ndarray) -> float:
+        correct, predicted, gold = tallies[idx].sum(axis=0)
+        return float(2 * correct / (predicted + gold)) if predicted + gold else 0.0
+
+    return f1_of
+
+
+class NERTask(TaskBase):
+    """NER on CoNLL files (:class:`~electra.core.config.NEREntry`), scored as ``conlleval`` does."""
+
+    kind = "ner"
+    entry_class = NEREntry
+    group = None
+
+    def splits(self) -> tuple[list[Sentence], list[Sentence], list[str]]:
+        """Train and dev sentences and the label list (from the train file)."""
+        train_file, dev_file = self.entry.files()
+        train = read_conll(train_file)
+        return train, read_conll(dev_file), label_list(train)
+
+    def dev_split(self) -> tuple[list, str | None]:
+        return self.splits()[1], None
+
+    def finetune_seed(self, seed: int, run_dir: Path, logger: MetricLogger, progress: bool,
+                      device: torch.device) -> dict[str, Any]:
+        cfg, settings = self.cfg, self.settings()
+        train, _, labels = self.splits()
+        train = subsample(train, settings["max_train_examples"], cfg.seed)
+        result = train_ner(
+            cfg.model_dir, train, labels, run_dir, lr=settings["lr"], layer_decay=cfg.layer_decay,
+            epochs=settings["epochs"], batch_size=settings["batch_size"], max_seq_length=settings["max_seq_length"],
+            warmup_fraction=cfg.warmup_fraction, weight_decay=cfg.weight_decay, adam_eps=cfg.adam_eps,
+            dropout=cfg.dropout, seed=seed, device=device, logger=logger, log_prefix="", progress=progress)
+        return {**result, "epochs": settings["epochs"], "lr": settings["lr"], "batch_size": settings["batch_size"],
+                "max_seq_length": settings["max_seq_length"]}
+
+    def evaluate_run(self, run: dict[str, Any], examples: list, batch_size: int, device: Any,
+                     seed: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(run["model_dir"])
+        model = AutoModelForTokenClassification.from_pretrained(run["model_dir"]).to(device)
+        predicted = predict_ner(model, tokenizer, examples, batch_size=batch_size,
+                                max_seq_length=run["max_seq_length"], device=device)
+        gold = [list(s.tags) for s in examples]
+        result = entity_metrics(gold, predicted)
+        scores = {k: result[k] for k in ("precision", "recall", "f1", "token_accuracy", "per_type")}
+        scores["main"] = scores["f1"]
+        rows = [{"index": i, "tokens": list(s.tokens), "gold": gold[i], "prediction": predicted[i]}
+                for i, s in enumerate(examples)]
+        return self.with_interval(scores, rows, seed), rows
+
+    def statistic(self, rows: Sequence[dict[str, Any]]) -> Callable[[np.ndarray], float]:
+        tallies = entity_metrics([r["gold"] for r in rows], [r["prediction"] for r in rows])["per_sentence"]
+        return _sentence_f1(np.asarray(tallies, dtype=np.float64))     # [sentences, (correct, pred, gold)]
+
+    def row_key(self, row: dict[str, Any]) -> str:
+        return " ".join(row["tokens"])
+
+    def row_gold(self, row: dict[str, Any]) -> Any:
+        return tuple(row["gold"])
+
+    def serving(self, summary: dict[str, Any]) -> ServingSpec:
+        run = summary["runs"][str(summary["seeds"][0])]
+        entity = {"entity_group": "location", "score": 0.9, "word": "paris", "start": 14, "end": 19}
+        return ServingSpec(
+            entry="ner_model.py",
+            settings={"max_seq_length": int(run.get("max_seq_length", summary.get("max_seq_length", 128)))},
+            input_columns=(None,), input_example=["she flew from paris to new york ."],
+            output_example={"entities": [[entity]]})
+
+    def datasets(self) -> list[tuple[str, str, str]]:
+        train_file, dev_file = self.entry.files()
+        return [("ner-train", train_file, "finetuning"), ("ner-dev", dev_file, "evaluation")]
+
+    def card_info(self) -> CardInfo:
+        train = self.entry.files()[0]
+        dataset = ({"name": "WNUT-17", "type": "leondz/wnut_17", "split": "validation"}
+                   if "wnut" in train.lower() else
+                   {"name": f"CoNLL NER ({train.rsplit('/', 1)[-1]})", "type": "conll", "split": "validation"})
+        return CardInfo(
+            title="NER (entity-level)",
+            use=("named-entity tagging of English social-media text (person, location, group, "
+                 "creative-work, corporation, product)"),
+            hf_task=("token-classification", "Token Classification"), dataset=dataset,
+            metrics=["precision", "recall", "f1"], main="f1", paths=self.entry.files(), aliases=("ner", "wnut"))
+
+    def report_lines(self, section: dict[str, Any], cell: Callable[[dict], str]) -> list[str]:
+        def pct(value: float | None) -> str:
+            return "–" if value is None else f"{100 * value:.1f}"
+
+        return ["", "## NER (entity-level, CoNLL-style)", "", "| precision | recall | F1 (95% CI) | dev sentences |",
+                "|---|---|---|---|",
+                f"| {pct(section['precision'])} | {pct(section['recall'])} | {cell(section)} | "
+                f"{section['dev_examples']} |"]

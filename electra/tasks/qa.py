@@ -1,48 +1,49 @@
-"""Extractive question answering in SQuAD format: data, features, training, decoding, metrics.
+"""Extractive question answering: windows, training, span decoding, and the QA :class:`Task`.
 
-The pipeline, end to end:
+The pipeline, end to end (the data and metrics are :mod:`electra.tasks.squad`):
 
-1. :func:`read_squad` reads a SQuAD v1.1 or v2.0 JSON file into :class:`QAExample`
-   records, checking every answer against its context.
-2. :func:`split_by_article` splits examples into train/dev by article title.
-   XQuAD (the QA data shipped in ``data/qa/xquad``) is an evaluation-only set
-   with no train split, so the pipeline fine-tunes on some articles and
-   evaluates on the others; splitting by article keeps a paragraph's
-   neighbours (same topic, same entities) out of the other side.
-3. :func:`prepare_features` tokenises question + context into overlapping
+1. :func:`prepare_features` tokenises question + context into overlapping
    windows (a context longer than one window is read in several); training
    features carry answer token positions, every feature carries the character
    offsets needed to map predicted tokens back to the context.
-4. :func:`train_qa` fine-tunes an ELECTRA discriminator with the same recipe as
-   the GLUE stage (:mod:`electra.tasks.finetune`): AdamW, layer-wise LR decay, linear
+2. :func:`train_qa` fine-tunes an ELECTRA discriminator with the shared recipe
+   (:mod:`electra.tasks.recipe`): AdamW, layer-wise LR decay, linear
    warm-up/decay, clipping, length-grouped dynamic padding.
-5. :func:`predict_qa` runs the model over every window and :func:`postprocess`
+3. :func:`predict_qa` runs the model over every window and :func:`postprocess`
    picks, per question, the best-scoring valid span over all its windows (or
    no answer, for SQuAD v2.0).
-6. :func:`squad_metrics` scores predictions with the exact-match and F1
-   definitions of the official SQuAD v1.1/v2.0 evaluation scripts.
+4. :class:`QATask` is the kind: its splits (a dev file, or the file split by
+   article), one seed's run, rows scored by :func:`~electra.tasks.squad.squad_metrics`.
 """
 
 from __future__ import annotations
 
 import collections
-import json
 import math
-import re
-import string
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from electra.tasks.finetune import longest_first_batches, save_finetuned, seed_everything, train_loop
+from electra.core.config import QAEntry
 from electra.core.logs import expected_new_head
 from electra.core.runtime import resolve_device
 from electra.core.tracking import MetricLogger, NullLogger
+from electra.tasks.base import CardInfo, ServingSpec
+from electra.tasks.common import TaskBase
+from electra.tasks.recipe import (
+    longest_first_batches,
+    pad_id,
+    pad_inputs,
+    save_finetuned,
+    seed_everything,
+    subsample,
+    train_loop,
+)
+from electra.tasks.squad import QAExample, read_squad, split_by_article, squad_metrics
 
 # Tokenise this many examples per call: one call over a whole large file would hold
 # every window's encodings in memory at once, for no speed gain beyond this size.
@@ -52,146 +53,7 @@ TOKENIZE_CHUNK = 1000
 PAIR_SPECIAL_TOKENS = 3
 
 
-# --------------------------------------------------------------------------- reading
-
-
-@dataclass(frozen=True)
-class QAExample:
-    """One question about one paragraph.
-
-    ``answers`` holds ``(text, start)`` pairs, ``start`` being a character offset
-    into ``context``; it is empty for an unanswerable (SQuAD v2.0) question.
-    """
-
-    id: str
-    title: str
-    context: str
-    question: str
-    answers: tuple[tuple[str, int], ...]
-    is_impossible: bool = False
-
-    @property
-    def answer_texts(self) -> list[str]:
-        """The gold answer strings, in file order."""
-        return [text for text, _ in self.answers]
-
-
-def _require(obj: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
-    """``obj[key]``, checked to exist and to have type ``kind``; ValueError otherwise."""
-    # ValueError, not TypeError: a wrongly shaped file is bad input data, like a missing key.
-    if not isinstance(obj, dict):
-        raise ValueError(f"{where}: expected a JSON object, got {type(obj).__name__}")  # noqa: TRY004
-    if key not in obj:
-        raise ValueError(f"{where}: missing key {key!r}")
-    value = obj[key]
-    # bool is a subclass of int in Python, but `"answer_start": true` is still bad data.
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise ValueError(f"{where}: {key!r} should be {expected}, got {type(value).__name__}")
-    return value
-
-
-def read_squad(path: str | Path) -> list[QAExample]:
-    """Read a SQuAD v1.1 or v2.0 JSON file into examples, in file order.
-
-    The layout is ``{"version", "data": [{"title", "paragraphs": [{"context",
-    "qas": [{"id", "question", "answers": [{"text", "answer_start"}],
-    "is_impossible"?}]}]}]}``; ``is_impossible`` (v2.0) defaults to false.
-
-    Raises ``ValueError`` naming the file, the problem and where it is (article
-    title, question id) when the file is not JSON, a key is missing or has the
-    wrong type, an answer's text is not found at its ``answer_start`` in the
-    context, a question id repeats, an answerable question has no answers (the
-    only kind of question SQuAD v1.1 has), or an unanswerable one has answers.
-    """
-    p = Path(path)
-    try:
-        raw = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{p}: SQuAD file not found (run `dvc pull` for data/qa)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{p}: not valid JSON: {exc}") from None
-
-    # "1.1" in v1.1 files, "v2.0" in v2.0 ones; only used in messages.
-    version = str(raw.get("version", "")).lstrip("v") if isinstance(raw, dict) else ""
-    articles = _require(raw, "data", list, f"{p}")
-    examples: list[QAExample] = []
-    seen: dict[str, str] = {}  # question id -> title of the article it appeared in
-    for a_idx, article in enumerate(articles):
-        title = _require(article, "title", str, f"{p}: data[{a_idx}]")
-        where_article = f"{p}: article {title!r}"
-        paragraphs = _require(article, "paragraphs", list, where_article)
-        for p_idx, paragraph in enumerate(paragraphs):
-            where_par = f"{where_article}, paragraph {p_idx}"
-            context = _require(paragraph, "context", str, where_par)
-            for q_idx, qa in enumerate(_require(paragraph, "qas", list, where_par)):
-                qid = _require(qa, "id", str, f"{where_par}, question {q_idx}")
-                where_q = f"{where_article}, question {qid!r}"
-                if qid in seen:
-                    raise ValueError(f"{where_q}: duplicate question id (first seen in article {seen[qid]!r})")
-                seen[qid] = title
-                question = _require(qa, "question", str, where_q)
-                impossible = _require(qa, "is_impossible", bool, where_q) if "is_impossible" in qa else False
-                answers = []
-                for ans_idx, answer in enumerate(_require(qa, "answers", list, where_q)):
-                    where_ans = f"{where_q}, answer {ans_idx}"
-                    text = _require(answer, "text", str, where_ans)
-                    start = _require(answer, "answer_start", int, where_ans)
-                    if start < 0 or context[start : start + len(text)] != text:
-                        found = context[max(start, 0) : max(start, 0) + len(text)]
-                        raise ValueError(
-                            f"{where_ans}: text {text!r} is not at answer_start {start} "
-                            f"in the context (found {found!r})"
-                        )
-                    answers.append((text, start))
-                if impossible and answers:
-                    raise ValueError(f"{where_q}: marked is_impossible but has {len(answers)} answers")
-                if not impossible and not answers:
-                    kind = f"a SQuAD v{version} question" if version else "an answerable question"
-                    raise ValueError(f"{where_q}: {kind} with no answers (and not is_impossible)")
-                examples.append(
-                    QAExample(
-                        id=qid,
-                        title=title,
-                        context=context,
-                        question=question,
-                        answers=tuple(answers),
-                        is_impossible=impossible,
-                    )
-                )
-    return examples
-
-
-def split_by_article(
-    examples: Sequence[QAExample], dev_fraction: float, seed: int
-) -> tuple[list[QAExample], list[QAExample]]:
-    """Split examples into ``(train, dev)`` by article title, deterministically.
-
-    XQuAD has no train split, so the pipeline trains on some of its articles and
-    evaluates on the others. Whole articles go to one side, so that no paragraph
-    or topic is seen in training and then scored in evaluation.
-
-    ``round(dev_fraction * n_articles)`` articles (at least one, and at least one
-    left for training, when ``0 < dev_fraction < 1`` and there are two or more
-    articles) are drawn for dev by ``seed``; the draw depends only on the set of
-    titles, not on the order of ``examples``. Both lists keep the input order.
-    """
-    if not 0.0 <= dev_fraction <= 1.0:
-        raise ValueError(f"dev_fraction must be in [0, 1], got {dev_fraction}")
-    # Sorted, so the same titles give the same split whatever order they arrive in.
-    titles = sorted({ex.title for ex in examples})
-    n_dev = round(dev_fraction * len(titles))
-    if 0.0 < dev_fraction < 1.0 and len(titles) >= 2:
-        n_dev = min(max(n_dev, 1), len(titles) - 1)
-    rng = np.random.default_rng(seed)
-    dev_titles = {titles[i] for i in rng.permutation(len(titles))[:n_dev]}
-    train = [ex for ex in examples if ex.title not in dev_titles]
-    dev = [ex for ex in examples if ex.title in dev_titles]
-    return train, dev
-
-
 # -------------------------------------------------------------------------- features
-
 
 def _truncate_questions(tokenizer: Any, questions: list[str], max_query_length: int) -> list[str]:
     """Cut each question to at most ``max_query_length`` tokens, at a word boundary.
@@ -284,14 +146,7 @@ def prepare_features(
         # Leading spaces carry no information and some SQuAD questions have many.
         questions = _truncate_questions(tokenizer, [ex.question.lstrip() for ex in chunk], max_query_length)
         q_lengths = [len(ids) for ids in tokenizer(questions, add_special_tokens=False)["input_ids"]]
-        for ex, q_len in zip(chunk, q_lengths, strict=True):
-            room = max_seq_length - q_len - PAIR_SPECIAL_TOKENS
-            # The Rust tokenizer panics (not a Python error) when the stride does not fit.
-            if room <= doc_stride:
-                raise ValueError(
-                    f"question {ex.id!r}: max_seq_length {max_seq_length} leaves {room} context tokens "
-                    f"per window after its {q_len}-token question, not more than doc_stride {doc_stride}"
-                )
+        _check_room(chunk, q_lengths, max_seq_length, doc_stride)
         enc = tokenizer(
             questions,
             [ex.context for ex in chunk],
@@ -304,29 +159,38 @@ def prepare_features(
             return_attention_mask=False,
             padding=False,
         )
-        for i, local_index in enumerate(enc["overflow_to_sample_mapping"]):
-            example = chunk[local_index]
-            sequence_ids = enc.sequence_ids(i)
-            offsets = [
-                tuple(off) if seq == 1 else None
-                for off, seq in zip(enc["offset_mapping"][i], sequence_ids, strict=True)
-            ]
-            feature: dict[str, Any] = {
-                "input_ids": enc["input_ids"][i],
-                "token_type_ids": enc["token_type_ids"][i],
-                "example_index": chunk_start + local_index,
-                "offset_mapping": offsets,
-            }
-            if training:
-                if example.is_impossible or not example.answers:
-                    start, end = 0, 0
-                else:
-                    text, start_char = example.answers[0]
-                    start, end = _answer_token_span(offsets, start_char, start_char + len(text))
-                feature["start_positions"] = start
-                feature["end_positions"] = end
-            features.append(feature)
+        features += [_window_feature(enc, i, chunk[local], chunk_start + local, training)
+                     for i, local in enumerate(enc["overflow_to_sample_mapping"])]
     return features
+
+
+def _check_room(chunk: Sequence[QAExample], q_lengths: Sequence[int], max_seq_length: int, doc_stride: int) -> None:
+    """Refuse a question that leaves no more than ``doc_stride`` context tokens per window."""
+    for ex, q_len in zip(chunk, q_lengths, strict=True):
+        room = max_seq_length - q_len - PAIR_SPECIAL_TOKENS
+        # The Rust tokenizer panics (not a Python error) when the stride does not fit.
+        if room <= doc_stride:
+            raise ValueError(
+                f"question {ex.id!r}: max_seq_length {max_seq_length} leaves {room} context tokens "
+                f"per window after its {q_len}-token question, not more than doc_stride {doc_stride}"
+            )
+
+
+def _window_feature(enc: Any, i: int, example: QAExample, example_index: int, training: bool) -> dict[str, Any]:
+    """Window ``i`` of a tokenizer call as a feature (see :func:`prepare_features`)."""
+    offsets = [tuple(off) if seq == 1 else None
+               for off, seq in zip(enc["offset_mapping"][i], enc.sequence_ids(i), strict=True)]
+    feature: dict[str, Any] = {"input_ids": enc["input_ids"][i], "token_type_ids": enc["token_type_ids"][i],
+                               "example_index": example_index, "offset_mapping": offsets}
+    if training:
+        if example.is_impossible or not example.answers:
+            start, end = 0, 0
+        else:
+            text, start_char = example.answers[0]
+            start, end = _answer_token_span(offsets, start_char, start_char + len(text))
+        feature["start_positions"] = start
+        feature["end_positions"] = end
+    return feature
 
 
 def collate(features: Sequence[Mapping[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -336,16 +200,7 @@ def collate(features: Sequence[Mapping[str, Any]], pad_id: int) -> dict[str, tor
     ``(batch, width)``, plus ``start_positions``/``end_positions`` of shape
     ``(batch,)`` when the features carry them (training).
     """
-    width = max(len(f["input_ids"]) for f in features)
-    input_ids = torch.full((len(features), width), pad_id, dtype=torch.long)  # (batch, width)
-    token_type_ids = torch.zeros((len(features), width), dtype=torch.long)  # (batch, width)
-    attention_mask = torch.zeros((len(features), width), dtype=torch.long)  # (batch, width)
-    for row, f in enumerate(features):
-        n = len(f["input_ids"])
-        input_ids[row, :n] = torch.tensor(f["input_ids"], dtype=torch.long)
-        token_type_ids[row, :n] = torch.tensor(f["token_type_ids"], dtype=torch.long)
-        attention_mask[row, :n] = 1
-    batch = {"input_ids": input_ids, "token_type_ids": token_type_ids, "attention_mask": attention_mask}
+    batch = pad_inputs(features, pad_id)
     if all("start_positions" in f for f in features):
         batch["start_positions"] = torch.tensor([f["start_positions"] for f in features], dtype=torch.long)
         batch["end_positions"] = torch.tensor([f["end_positions"] for f in features], dtype=torch.long)
@@ -450,113 +305,20 @@ def postprocess(
     return predictions
 
 
-# --------------------------------------------------------------------------- metrics
-
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-_PUNCTUATION = frozenset(string.punctuation)
-
-
-def normalize_answer(text: str) -> str:
-    """SQuAD answer normalisation: lowercase, drop punctuation and articles, collapse whitespace.
-
-    The steps and their order follow the official evaluation scripts, which
-    remove punctuation before articles (so ``"the-end"`` becomes ``"theend"``).
-    """
-    text = text.lower()
-    text = "".join(ch for ch in text if ch not in _PUNCTUATION)
-    text = _ARTICLES.sub(" ", text)
-    return " ".join(text.split())
-
-
-def exact_match(prediction: str, gold: str) -> float:
-    """1.0 when the normalised strings are equal, else 0.0."""
-    return float(normalize_answer(prediction) == normalize_answer(gold))
-
-
-def f1(prediction: str, gold: str) -> float:
-    """Token-overlap F1 between normalised strings (a bag of words: repeats count).
-
-    As in the SQuAD v2.0 script: when either side normalises to no tokens, the
-    score is 1.0 if both do and 0.0 otherwise (v1.1 gold answers are never
-    empty, so this only matters for unanswerable questions).
-    """
-    pred_tokens = normalize_answer(prediction).split()
-    gold_tokens = normalize_answer(gold).split()
-    if not pred_tokens or not gold_tokens:
-        return float(pred_tokens == gold_tokens)
-    common = collections.Counter(pred_tokens) & collections.Counter(gold_tokens)
-    overlap = sum(common.values())
-    if overlap == 0:
-        return 0.0
-    precision = overlap / len(pred_tokens)
-    recall = overlap / len(gold_tokens)
-    return 2 * precision * recall / (precision + recall)
-
-
-def _gold_texts(example: QAExample) -> list[str]:
-    """Gold strings to score against; ``[""]`` for an unanswerable question.
-
-    As in the v2.0 script, gold answers that normalise to nothing are dropped.
-    """
-    golds = [text for text, _ in example.answers if normalize_answer(text)]
-    return golds or [""]
-
-
-def squad_metrics(
-    examples: Sequence[QAExample], predictions: Mapping[str, str], version_2: bool | None = None
-) -> dict[str, Any]:
-    """Exact match and F1 of ``predictions`` (question id -> text), as the SQuAD scripts define them.
-
-    Each question scores the maximum over its gold answers. Returns
-    ``exact_match`` and ``f1`` (means in percent), ``count`` (examples scored),
-    ``missing`` (examples without a prediction, scored as ``""``), and
-    ``em_per_example``/``f1_per_example``: per-example scores in [0, 1] in
-    example order (for bootstrap intervals and paired comparisons). For SQuAD
-    v2.0 (``version_2``; by default, when any example is unanswerable) also
-    ``HasAns_exact_match``/``HasAns_f1``/``HasAns_count`` and the same with
-    ``NoAns_`` over answerable and unanswerable questions. Predictions for ids
-    not among ``examples`` are ignored.
-    """
-    if not examples:
-        raise ValueError("squad_metrics: no examples to score")
-    if version_2 is None:
-        version_2 = any(ex.is_impossible for ex in examples)
-    em_scores: list[float] = []
-    f1_scores: list[float] = []
-    missing = 0
-    for ex in examples:
-        if ex.id not in predictions:
-            missing += 1
-        prediction = predictions.get(ex.id, "")
-        golds = _gold_texts(ex)
-        em_scores.append(max(exact_match(prediction, gold) for gold in golds))
-        f1_scores.append(max(f1(prediction, gold) for gold in golds))
-
-    def percent(scores: Sequence[float]) -> float:
-        return 100.0 * sum(scores) / len(scores) if scores else 0.0
-
-    result: dict[str, Any] = {
-        "exact_match": percent(em_scores),
-        "f1": percent(f1_scores),
-        "count": len(examples),
-        "missing": missing,
-        "em_per_example": em_scores,
-        "f1_per_example": f1_scores,
-    }
-    if version_2:
-        for prefix, wanted in (("HasAns", False), ("NoAns", True)):
-            idx = [i for i, ex in enumerate(examples) if ex.is_impossible == wanted]
-            result[f"{prefix}_exact_match"] = percent([em_scores[i] for i in idx])
-            result[f"{prefix}_f1"] = percent([f1_scores[i] for i in idx])
-            result[f"{prefix}_count"] = len(idx)
-    return result
-
-
 # ------------------------------------------------------------------ train and predict
 
 
-def _pad_id(tokenizer: Any) -> int:
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+def _load_model(source: Path, dropout: float):
+    from transformers import ElectraForQuestionAnswering
+
+    with expected_new_head("the span head of a QA run"):
+        return ElectraForQuestionAnswering.from_pretrained(
+            source,
+            hidden_dropout_prob=dropout,
+            attention_probs_dropout_prob=dropout,
+            # Fine-tune in fp32 whatever dtype the checkpoint was saved in.
+            dtype=torch.float32,
+        )
 
 
 def train_qa(
@@ -585,7 +347,7 @@ def train_qa(
     Loads ``ElectraForQuestionAnswering`` (a fresh span head over the
     pretrained encoder) in fp32 with ``dropout`` for hidden and attention
     dropout, and the tokenizer saved next to it. Trains on every window of
-    every example with the GLUE recipe of :mod:`electra.tasks.finetune`: AdamW over
+    every example with the shared recipe of :mod:`electra.tasks.recipe`: AdamW over
     layer-wise LR groups (``eps=adam_eps``), linear warm-up over
     ``warmup_fraction`` of the steps then linear decay to zero, gradient
     clipping at ``MAX_GRAD_NORM``, length-grouped batches padded per batch.
@@ -600,7 +362,7 @@ def train_qa(
     over the last epoch's worth of steps), "losses" (the logged window means),
     "seconds", "model_dir"}``.
     """
-    from transformers import AutoTokenizer, ElectraForQuestionAnswering
+    from transformers import AutoTokenizer
 
     logger = logger or NullLogger()
     source = Path(model_dir)
@@ -615,19 +377,12 @@ def train_qa(
     tokenizer = AutoTokenizer.from_pretrained(source)
     features = prepare_features(tokenizer, train_examples, max_seq_length, doc_stride, training=True)
     lengths = [len(f["input_ids"]) for f in features]
-    pad_id = _pad_id(tokenizer)
+    pad = pad_id(tokenizer)
 
-    with expected_new_head("the span head of a QA run"):
-        model = ElectraForQuestionAnswering.from_pretrained(
-            source,
-            hidden_dropout_prob=dropout,
-            attention_probs_dropout_prob=dropout,
-            # Fine-tune in fp32 whatever dtype the checkpoint was saved in.
-            dtype=torch.float32,
-        ).to(dev)
+    model = _load_model(source, dropout).to(dev)
 
     def make_batch(idx: list[int]) -> dict[str, torch.Tensor]:
-        return collate([features[i] for i in idx], pad_id)  # carries start/end positions
+        return collate([features[i] for i in idx], pad)  # carries start/end positions
 
     trained = train_loop(
         model, lengths, make_batch, lr=lr, layer_decay=layer_decay, weight_decay=weight_decay, adam_eps=adam_eps,
@@ -688,7 +443,7 @@ def predict_qa(
 
     features = prepare_features(tokenizer, examples, max_seq_length, doc_stride, training=False)
     lengths = [len(f["input_ids"]) for f in features]
-    pad_id = _pad_id(tokenizer)
+    pad = pad_id(tokenizer)
     start_logits: list[np.ndarray] = [np.zeros(0, dtype=np.float32)] * len(features)
     end_logits: list[np.ndarray] = [np.zeros(0, dtype=np.float32)] * len(features)
     was_training = model.training
@@ -696,7 +451,7 @@ def predict_qa(
     try:
         with torch.no_grad():
             for idx in longest_first_batches(lengths, batch_size):
-                batch = {k: v.to(dev) for k, v in collate([features[i] for i in idx], pad_id).items()}
+                batch = {k: v.to(dev) for k, v in collate([features[i] for i in idx], pad).items()}
                 out = model(**batch)
                 starts = out.start_logits.float().cpu().numpy()  # (batch, width)
                 ends = out.end_logits.float().cpu().numpy()  # (batch, width)
@@ -718,3 +473,107 @@ def predict_qa(
         version_2=version_2,
         null_threshold=null_threshold,
     )
+
+
+# --------------------------------------------------------------------------- the kind
+
+
+class QATask(TaskBase):
+    """Extractive QA on a SQuAD-format file (:class:`~electra.core.config.QAEntry`)."""
+
+    kind = "qa"
+    entry_class = QAEntry
+    group = None
+
+    def _path(self, name: str) -> str:
+        return str(Path(self.entry.data) / name)
+
+    def splits(self) -> tuple[list[QAExample], list[QAExample], str]:
+        """Train and dev examples, and how the dev set was made (said in the report)."""
+        entry, seed = self.entry, self.cfg.seed
+        examples = read_squad(self._path(entry.file))
+        if entry.dev_file:
+            return examples, read_squad(self._path(entry.dev_file)), f"dev = {self._path(entry.dev_file)}"
+        train, dev = split_by_article(examples, entry.dev_fraction, seed)
+        titles = len({ex.title for ex in dev})
+        return train, dev, (f"{self._path(entry.file)} split by article (no article in both): {len(train)} train / "
+                            f"{len(dev)} dev questions, {titles} dev articles, seed {seed}")
+
+    def dev_split(self) -> tuple[list, str | None]:
+        _, dev, note = self.splits()
+        return dev, note
+
+    def finetune_seed(self, seed: int, run_dir: Path, logger: MetricLogger, progress: bool,
+                      device: torch.device) -> dict[str, Any]:
+        cfg, settings, stride = self.cfg, self.settings(), self.entry.doc_stride
+        train = subsample(self.splits()[0], settings["max_train_examples"], cfg.seed)
+        result = train_qa(
+            cfg.model_dir, train, run_dir, lr=settings["lr"], layer_decay=cfg.layer_decay,
+            epochs=settings["epochs"], batch_size=settings["batch_size"], max_seq_length=settings["max_seq_length"],
+            doc_stride=stride, warmup_fraction=cfg.warmup_fraction, weight_decay=cfg.weight_decay,
+            adam_eps=cfg.adam_eps, dropout=cfg.dropout, seed=seed, device=device, logger=logger,
+            log_prefix="", progress=progress)
+        return {**result, "epochs": settings["epochs"], "lr": settings["lr"], "batch_size": settings["batch_size"],
+                "max_seq_length": settings["max_seq_length"], "doc_stride": stride}
+
+    def evaluate_run(self, run: dict[str, Any], examples: list, batch_size: int, device: Any,
+                     seed: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        # From the folder: predict_qa loads the model and the tokenizer saved with it.
+        predictions = predict_qa(run["model_dir"], None, examples, batch_size=batch_size,
+                                 max_seq_length=run["max_seq_length"],
+                                 doc_stride=run.get("doc_stride", self.entry.doc_stride), device=device,
+                                 version_2=self.entry.version_2)
+        result = squad_metrics(examples, predictions)
+        em, f1s = result["em_per_example"], result["f1_per_example"]
+        scores = {"exact_match": result["exact_match"] / 100, "f1": result["f1"] / 100, "count": result["count"]}
+        scores["main"] = scores["f1"]
+        # The per-example scores are fractions already (their mean x 100 is the aggregate).
+        rows = [{"id": ex.id, "prediction": predictions.get(ex.id, ""), "answers": [a[0] for a in ex.answers],
+                 "exact_match": float(em[i]), "f1": float(f1s[i])} for i, ex in enumerate(examples)]
+        return self.with_interval(scores, rows, seed), rows
+
+    def statistic(self, rows: Sequence[dict[str, Any]]) -> Callable[[np.ndarray], float]:
+        f1s = np.asarray([r["f1"] for r in rows], dtype=np.float64)
+        return lambda idx: float(f1s[idx].mean())
+
+    def row_key(self, row: dict[str, Any]) -> str:
+        return str(row["id"])
+
+    def row_gold(self, row: dict[str, Any]) -> Any:
+        return tuple(row["answers"])
+
+    def serving(self, summary: dict[str, Any]) -> ServingSpec:
+        run = summary["runs"][str(summary["seeds"][0])]
+        return ServingSpec(
+            entry="qa_model.py",
+            settings={"max_seq_length": run["max_seq_length"], "doc_stride": run.get("doc_stride", 128)},
+            input_columns=("question", "context"),
+            input_example={"question": ["Who cooked the meal?"], "context": ["The chef cooked the meal."]},
+            output_example={"answer": ["The chef"]})
+
+    def datasets(self) -> list[tuple[str, str, str]]:
+        found = [("qa", self._path(self.entry.file), "finetuning")]
+        if self.entry.dev_file:
+            found.append(("qa-dev", self._path(self.entry.dev_file), "evaluation"))
+        return found
+
+    def card_info(self) -> CardInfo:
+        qa_file = self._path(self.entry.file)
+        if "xquad" in qa_file.lower():
+            dataset = {"name": "XQuAD (English)" + (", held-out articles" if self.entry.dev_file is None else ""),
+                       "type": "google/xquad", "config": "xquad.en", "split": "validation"}
+        else:
+            dataset = {"name": f"SQuAD-format QA ({qa_file.rsplit('/', 1)[-1]})", "type": "squad",
+                       "split": "validation"}
+        return CardInfo(
+            title="Extractive QA",
+            use="extractive question answering: the span of an English paragraph that answers a question",
+            hf_task=("question-answering", "Question Answering"), dataset=dataset,
+            metrics=["exact_match", "f1"], main="f1", paths=[p for _, p, _ in self.datasets()],
+            aliases=("qa", "xquad", "squad"))
+
+    def report_lines(self, section: dict[str, Any], cell: Callable[[dict], str]) -> list[str]:
+        em = section["exact_match"]
+        return ["", "## Extractive QA", "", "| EM | F1 (95% CI) | dev questions |", "|---|---|---|",
+                f"| {'–' if em is None else f'{100 * em:.1f}'} | {cell(section)} | {section['dev_examples']} |", "",
+                f"Dev set: {section.get('dev', '')}."]

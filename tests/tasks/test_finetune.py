@@ -13,17 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from electra.core.config import EvaluateConfig, FinetuneConfig, TaskConfig
+from electra.core.config import EvaluateConfig, FinetuneConfig
 from electra.evaluation.evaluate import evaluate
-from electra.tasks.finetune import (
-    finetune,
-    layerwise_lr_groups,
-    length_grouped_batches,
-    linear_schedule,
-    predict,
-    subsample,
-    task_settings,
-)
+from electra.tasks.finetune import finetune
+from electra.tasks.glue_task import predict
+from electra.tasks.recipe import layerwise_lr_groups, length_grouped_batches, linear_schedule, subsample, task_settings
 from electra.tasks.glue import Example, read_task
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,8 +79,8 @@ def finetuned(pretrained_dir, tmp_path_factory):
         model_dir=str(pretrained_dir), data_dir=str(DATA / "glue"), output_dir=str(out),
         tasks=["sst2", "mrpc"], max_train_examples=64, epochs=1, batch_size=16,
         max_seq_length=64, device="cpu", lr=1e-3, seeds=2,
-        # the override wins over the global max_train_examples for mrpc
-        task_overrides={"mrpc": TaskConfig(max_train_examples=48)},
+        # the catalog entry's override wins over the global max_train_examples for mrpc
+        catalog={"mrpc": {"kind": "glue", "data": str(DATA / "glue" / "MRPC"), "max_train_examples": 48}},
     )
     logger = RecordingLogger()
     result = finetune(cfg, logger=logger, progress=False)
@@ -245,8 +239,8 @@ def test_subsample_and_overrides():
     assert len(picked) == 10 and picked == subsample(examples, 10, seed=3)
     assert [e.line for e in picked] == sorted(e.line for e in picked)  # file order kept
     assert subsample(examples, 200, seed=3) == examples
-    cfg = FinetuneConfig(epochs=3, lr=1e-4, max_train_examples=500,
-                         task_overrides={"rte": TaskConfig(epochs=10, lr=5e-5, max_seq_length=256)})
+    cfg = FinetuneConfig(epochs=3, lr=1e-4, max_train_examples=500, tasks=["rte", "sst2"],
+                         catalog={"rte": {"epochs": 10, "lr": 5e-5, "max_seq_length": 256}})
     assert task_settings(cfg, "rte") == {"epochs": 10, "lr": 5e-5, "max_train_examples": 500,
                                          "max_seq_length": 256, "batch_size": 32}
     assert task_settings(cfg, "sst2") == {"epochs": 3, "lr": 1e-4, "max_train_examples": 500,

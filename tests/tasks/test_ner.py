@@ -9,19 +9,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from electra.tasks.ner import (
-    Entity,
-    Sentence,
-    encode,
-    entity_metrics,
-    entity_spans,
-    first_piece_positions,
-    label_list,
-    predict_ner,
-    read_conll,
-    token_accuracy,
-    train_ner,
-)
+from electra.tasks.conll import Entity, Sentence, entity_metrics, entity_spans, label_list, read_conll, token_accuracy
+from electra.tasks.ner import encode, first_piece_positions, predict_ner, train_ner
 
 ROOT = Path(__file__).resolve().parents[2]
 NER = ROOT / "data" / "ner" / "wnut17"

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from electra.tasks.ner import IGNORE_INDEX, Sentence, collate, encode, label_list, read_conll
+from electra.tasks.conll import IGNORE_INDEX, Sentence, label_list, read_conll
+from electra.tasks.ner import collate, encode
 
 ROOT = Path(__file__).resolve().parents[2]
 NER = ROOT / "data" / "ner" / "wnut17"

@@ -9,19 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from electra.tasks.qa import (
-    QAExample,
-    exact_match,
-    f1,
-    normalize_answer,
-    postprocess,
-    predict_qa,
-    prepare_features,
-    read_squad,
-    split_by_article,
-    squad_metrics,
-    train_qa,
-)
+from electra.tasks.qa import postprocess, predict_qa, prepare_features, train_qa
+from electra.tasks.squad import QAExample, exact_match, f1, normalize_answer, read_squad, split_by_article, squad_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "data"

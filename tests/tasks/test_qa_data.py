@@ -8,13 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from electra.tasks.qa import (
-    QAExample,
-    collate,
-    prepare_features,
-    read_squad,
-    split_by_article,
-)
+from electra.tasks.qa import collate, prepare_features
+from electra.tasks.squad import QAExample, read_squad, split_by_article
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "data"
