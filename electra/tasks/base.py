@@ -17,7 +17,6 @@ never import this one (they satisfy the protocol by shape), so there is no impor
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -27,42 +26,7 @@ import torch
 from electra.core import config as config_module
 from electra.core.config import FinetuneConfig, TaskEntry
 from electra.core.tracking import MetricLogger
-
-
-@dataclass(frozen=True)
-class ServingSpec:
-    """How a task's registered model is served: a pyfunc from code (``electra/registry/serving/<entry>``).
-
-    ``input_columns``: the string columns of its input (``(None,)``: one unnamed column,
-    so a plain list of strings is accepted); ``input_example`` a list of strings or a dict
-    of columns; ``output_example`` a dict of columns (the signature's outputs).
-    ``label_names``, when set, are written into the logged copy's ``id2label``.
-    """
-
-    entry: str
-    settings: dict[str, Any]
-    input_columns: tuple[str | None, ...]
-    input_example: Any
-    output_example: dict[str, list]
-    label_names: list[str] | None = None
-
-
-@dataclass(frozen=True)
-class CardInfo:
-    """What a model card says about a task: its title, Hugging Face ids, metrics, data."""
-
-    title: str
-    use: str
-    hf_task: tuple[str, str]
-    dataset: dict[str, str]
-    metrics: list[str]
-    main: str
-    paths: list[str]
-    # Strings naming the task in a logged dataset's name or source (case-insensitive words).
-    aliases: tuple[str, ...] = ()
-    # The benchmark whose own terms LICENSES.md quotes ("GLUE"), if any.
-    benchmark: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+from electra.tasks.common import CardInfo, ServingSpec
 
 
 @runtime_checkable
@@ -186,13 +150,14 @@ def task_named(name: str, finetune: FinetuneConfig | dict | None = None) -> Task
     """
     section = finetune.model_dump(mode="json") if isinstance(finetune, FinetuneConfig) else dict(finetune or {})
     catalog = section.get("catalog") if isinstance(section.get("catalog"), dict) else {}
-    fields = {"tasks": [name], "catalog": {name: catalog[name]} if isinstance(catalog.get(name), dict) else {}}
-    for key in ("data_dir", "max_seq_length"):      # what an entry's defaults and checks read
-        if section.get(key) is not None:
-            fields[key] = section[key]
+    data_dir = section.get("data_dir") if isinstance(section.get("data_dir"), str) else "data/glue"
     _builtin_kinds()
     try:
-        cfg = FinetuneConfig.model_validate(fields)
+        entry = config_module.task_entry(name, catalog.get(name) if isinstance(catalog.get(name), dict) else None,
+                                         data_dir)
     except ValueError:
         return None
-    return task_for(cfg, name)
+    # Built without the section's cross-checks (a QA window against the recipe's length):
+    # what is read here (rows, statistic, card facts) does not depend on them.
+    cfg = FinetuneConfig.model_construct(tasks=[name], catalog={name: entry}, data_dir=data_dir)
+    return get_task(entry.kind)(name, entry, cfg)

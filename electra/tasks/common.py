@@ -1,11 +1,14 @@
 """What every task kind shares beyond the recipe: :class:`TaskBase`, the defaults of the
 :class:`~electra.tasks.base.Task` protocol (construction, settings, logging, the main
-metric's interval, a plain report section). A kind subclasses it and overrides the rest.
+metric's interval, a plain report section), and the descriptions a kind gives of its
+served model (:class:`ServingSpec`) and of itself on a model card (:class:`CardInfo`).
+A kind subclasses :class:`TaskBase` and overrides the rest.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -17,6 +20,42 @@ from electra.tasks.recipe import task_settings
 
 # Resamples of each task's main-metric interval (95%, over dev examples).
 BOOTSTRAP_RESAMPLES = 1000
+
+
+@dataclass(frozen=True)
+class ServingSpec:
+    """How a task's registered model is served: a pyfunc from code (``electra/registry/serving/<entry>``).
+
+    ``input_columns``: the string columns of its input (``(None,)``: one unnamed column,
+    so a plain list of strings is accepted); ``input_example`` a list of strings or a dict
+    of columns; ``output_example`` a dict of columns (the signature's outputs).
+    ``label_names``, when set, are written into the logged copy's ``id2label``.
+    """
+
+    entry: str
+    settings: dict[str, Any]
+    input_columns: tuple[str | None, ...]
+    input_example: Any
+    output_example: dict[str, list]
+    label_names: list[str] | None = None
+
+
+@dataclass(frozen=True)
+class CardInfo:
+    """What a model card says about a task: its title, Hugging Face ids, metrics, data."""
+
+    title: str
+    use: str
+    hf_task: tuple[str, str]
+    dataset: dict[str, str]
+    metrics: list[str]
+    main: str
+    paths: list[str]
+    # Strings naming the task in a logged dataset's name or source (case-insensitive words).
+    aliases: tuple[str, ...] = ()
+    # The benchmark whose own terms LICENSES.md quotes ("GLUE"), if any.
+    benchmark: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def scalars(scores: dict[str, Any]) -> dict[str, float]:

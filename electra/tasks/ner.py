@@ -26,8 +26,7 @@ from electra.core.config import NEREntry
 from electra.core.logs import expected_new_head
 from electra.core.runtime import resolve_device
 from electra.core.tracking import MetricLogger, NullLogger
-from electra.tasks.base import CardInfo, ServingSpec
-from electra.tasks.common import TaskBase
+from electra.tasks.common import CardInfo, ServingSpec, TaskBase
 from electra.tasks.conll import IGNORE_INDEX, OUTSIDE, Sentence, entity_metrics, label_list, read_conll
 from electra.tasks.recipe import (
     longest_first_batches,

@@ -32,8 +32,7 @@ from electra.core.config import QAEntry
 from electra.core.logs import expected_new_head
 from electra.core.runtime import resolve_device
 from electra.core.tracking import MetricLogger, NullLogger
-from electra.tasks.base import CardInfo, ServingSpec
-from electra.tasks.common import TaskBase
+from electra.tasks.common import CardInfo, ServingSpec, TaskBase
 from electra.tasks.recipe import (
     longest_first_batches,
     pad_id,
