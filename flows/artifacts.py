@@ -18,6 +18,7 @@ from prefect.artifacts import (
 )
 
 from electra.core.config import Params
+from electra.evaluation.results import all_sections
 
 
 class PretrainProgress:
@@ -132,13 +133,9 @@ def evaluation_table(metrics: dict[str, Any]) -> list[dict[str, Any]]:
                      "ci95": f"[{ci[0]:.4f}, {ci[1]:.4f}]" if len(ci) == 2 else "",
                      "dev examples": section.get("dev_examples"), "note": section.get("dev", "")})
 
+    for name, section in all_sections(metrics).items():   # GLUE's tasks, QA, NER, ...
+        row(name, section)
     glue = metrics.get("glue", {})
-    for name, section in glue.items():
-        if isinstance(section, dict):
-            row(name, section)
-    for name in ("qa", "ner"):
-        if isinstance(metrics.get(name), dict):
-            row(name, metrics[name])
     if glue.get("score") is not None:
         rows.append({"task": "GLUE score", "main": round(glue["score"], 4), "ci95": "",
                      "dev examples": None, "note": "mean over " + ", ".join(glue.get("score_tasks", []))})

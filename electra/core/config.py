@@ -185,7 +185,8 @@ class FinetuneConfig(_Frozen):
     """ELECTRA's fine-tuning recipe (layer-wise LR decay, linear warm-up/decay) and its tasks.
 
     ``catalog`` holds each task's entry (kind, data, own overrides); ``tasks`` selects
-    which run, in order (absent: every catalog entry). A selected task without an entry
+    which run, in order (absent: every catalog entry that names its kind; an entry without
+    one only tunes a task selected otherwise). A selected task without an entry
     gets its default (:data:`DEFAULT_TASKS`), so ``tasks=["sst2"]`` alone works.
     ``for name in cfg.tasks`` gives the names; ``cfg.catalog[name]`` the entry.
     """
@@ -220,7 +221,11 @@ class FinetuneConfig(_Frozen):
         data = dict(data)
         given = dict(data.get("catalog") or {})
         if data.get("tasks") is None:
-            data["tasks"] = list(given) or ["sst2", "mrpc"]
+            # The catalog's declared tasks (those with a kind): a profile's partial entry
+            # (qa: {max_seq_length: 128}) tunes a task, it does not add one, so the tasks
+            # stay those of params.yaml's catalog, which are DVC's finetune@<task> stages.
+            declared = [n for n, e in given.items() if isinstance(e, TaskEntry) or (isinstance(e, dict) and "kind" in e)]
+            data["tasks"] = declared or ["sst2", "mrpc"]
         if not isinstance(data["tasks"], list | tuple) or not all(isinstance(t, str) for t in data["tasks"]):
             raise ValueError(f"finetune.tasks: expected a list of task names, got {data['tasks']!r}")
         if len(set(data["tasks"])) != len(data["tasks"]):

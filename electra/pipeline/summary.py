@@ -14,6 +14,8 @@ from typing import Any
 from electra.core.config import Params
 from electra.core.files import read_json
 from electra.evaluation.report import _cell, _ci, _pct
+from electra.evaluation.results import all_sections
+from electra.tasks.base import task_named
 
 
 def _n(value: Any) -> str:
@@ -105,15 +107,14 @@ def summary_text(params: Params, ui_hint: bool = True) -> str:
     if metrics_file.is_file():
         metrics = read_json(metrics_file)
         rows = []
+        # Every task's section, wherever metrics.json groups it (GLUE's tasks, QA, NER, ...).
+        for task, section in all_sections(metrics).items():
+            known = task_named(task, params.finetune)
+            name = f"{task} {known.card_info().main}" if known is not None else task
+            rows.append([name, _cell(section), str(section.get("dev_examples", ""))])
         glue = metrics.get("glue", {})
-        for task, section in glue.items():
-            if isinstance(section, dict):
-                rows.append([task, _cell(section), str(section.get("dev_examples", ""))])
         if isinstance(glue.get("score"), int | float):
             rows.append(["GLUE score", _pct(glue["score"]), f"mean over {', '.join(glue.get('score_tasks', []))}"])
-        for task in ("qa", "ner"):
-            if isinstance(metrics.get(task), dict):
-                rows.append([f"{task} F1", _cell(metrics[task]), str(metrics[task].get("dev_examples", ""))])
         lines += ["", "Benchmarks (dev; % median over seeds [95% bootstrap interval of the registered model])"]
         lines += ["  " + r for r in _table(["task", "main metric", "dev examples"], rows)]
         bias_rows = _bias_rows(metrics.get("bias") or {})

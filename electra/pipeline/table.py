@@ -166,21 +166,23 @@ TABLE: dict[str, Stage] = {s.name: s for s in (
           _pretrain, ("pretrain",), ("pretraining", "data/packed.py", *_SERVICE_CODE),
           lambda p, t: [p.pretrain.input_dir], _own_output("pretrain")),
     Stage("finetune", "Fine-tune the discriminator on each task in finetune.tasks (or one: --task).",
-          _finetune, ("finetune",), ("tasks", *_SERVICE_CODE),
+          _finetune, ("finetune",), ("tasks", "core/stats.py", *_SERVICE_CODE),
           _finetune_inputs, _finetune_outputs, per_task=True),
     Stage("evaluate", "Dev metrics of each fine-tuned task (or one: --task), the bias benchmarks, the report.",
           _evaluate, ("evaluate", "finetune"),   # which tasks exist and how their dev sets are read
-          ("evaluation/evaluate.py", "evaluation/report.py", "evaluation/bias", "tasks", "core/stats.py",
-           *_SERVICE_CODE),
+          ("evaluation/evaluate.py", "evaluation/results.py", "evaluation/report.py", "evaluation/bias", "tasks",
+           "core/stats.py", *_SERVICE_CODE),
           _evaluate_inputs, _evaluate_outputs, per_task=True),
     Stage("register", "Log and register the models in MLflow, gate them, set challenger/champion aliases.",
           _register, ("register",),
-          ("registry", "evaluation/evaluate.py", "evaluation/report.py", "tasks", "core/stats.py"),
+          ("registry", "evaluation/evaluate.py", "evaluation/results.py", "evaluation/report.py", "tasks",
+           "core/stats.py", *_SERVICE_CODE),
           _register_inputs, _own_output("register")),
     Stage("compare", "Replaced-token detection vs masked LM at equal training FLOPs: pretrain both, fine-tune "
                      "snapshots, report GLUE against FLOPs with intervals over seeds.",
           _compare, ("compare", "pretrain", "finetune", "evaluate"),   # the encoder, optimizer and protocol compared
-          ("evaluation/compare.py", "evaluation/evaluate.py", "pretraining", "tasks", "core/stats.py", "core/runtime.py"),
+          ("evaluation/compare.py", "evaluation/evaluate.py", "evaluation/results.py", "evaluation/report.py",
+           "pretraining", "data/packed.py", "tasks", "core/stats.py", *_SERVICE_CODE),
           lambda p, t: [p.compare.input_dir, p.finetune.data_dir], _own_output("compare"),   # GLUE tasks only
           in_pipeline=False),
 )}

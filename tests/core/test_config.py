@@ -84,3 +84,15 @@ def test_params_are_frozen_and_hashable_by_section():
     assert params.section_hash("pretrain") != other.section_hash("pretrain")
     assert params.section_hash("finetune") == other.section_hash("finetune")
     assert isinstance(Params().params_hash(), str)
+
+
+def test_a_profile_entry_without_a_kind_tunes_a_task_and_adds_none():
+    """DVC's finetune@<task> stages are params.yaml's catalog; a profile's partial entry
+    (micro's qa: {max_seq_length: 128}) must not add a task the other doors would run."""
+    from electra.core.config import FinetuneConfig
+
+    tuned = FinetuneConfig(catalog={"sst2": {"kind": "glue", "data": "data/glue/SST-2"},
+                                    "qa": {"max_seq_length": 256}})
+    assert tuned.tasks == ["sst2"]
+    chosen = FinetuneConfig(tasks=["sst2", "qa"], catalog={"qa": {"max_seq_length": 256, "doc_stride": 64}})
+    assert chosen.tasks == ["sst2", "qa"] and chosen.entry("qa").max_seq_length == 256

@@ -118,6 +118,22 @@ def _default_remote_url(root: Path) -> tuple[str, str]:
     return name, url
 
 
+def _keep_catalog(path: Path, tasks: tuple[str, ...]) -> None:
+    """Keep only ``tasks`` in params.yaml's finetune.catalog (DVC's task list), keeping comments."""
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    out, section, in_catalog, keep = [], None, False, True
+    for line in lines:
+        if re.match(r"^\S", line):
+            section, in_catalog, keep = line.split(":")[0], False, True
+        elif section == "finetune" and re.match(r"^  \S", line):
+            in_catalog, keep = line.startswith("  catalog:"), True
+        elif in_catalog and (entry := re.match(r"^    (\w+):", line)):
+            keep = entry.group(1) in tasks
+        if keep:
+            out.append(line)
+    path.write_text("".join(out), encoding="utf-8")
+
+
 def _set_yaml_line(path: Path, section: str | None, key: str, value: str) -> None:
     """Rewrite ``key: ...`` at the top level (section None) or inside a top-level section, keeping comments."""
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
@@ -193,7 +209,7 @@ def test_dvc_repro_end_to_end(tmp_path: Path) -> None:
     from electra.core.config import load_params
 
     _set_yaml_line(copy / "params.yaml", None, "profile", "micro")
-    _set_yaml_line(copy / "params.yaml", "finetune", "tasks", f"[{', '.join(TASKS)}]")
+    _keep_catalog(copy / "params.yaml", TASKS)   # one finetune@<task> stage per catalog entry
     # The discriminator alone is registered here (three times): task models are the CLI test's.
     _set_yaml_line(copy / "params.yaml", "register", "register_finetuned", "false")
     assert tuple(load_params(copy / "params.yaml").finetune.tasks) == TASKS

@@ -78,7 +78,7 @@ def test_the_summary_reads_the_outputs(tmp_path):
         "gates": {"electra-discriminator": {"outcome": "champion"}}, "tracking_uri": "sqlite:///mlflow.db"}))
     text = summary_text(params)
     assert "85.0 [80.0, 90.0; seeds 80.0–90.0]" in text          # median [interval; seed range]
-    assert "not trained" in text and "ner F1" in text and "20.0 [10.0, 30.0]" in text
+    assert "not trained" in text and "ner f1" in text and "sst2 accuracy" in text and "20.0 [10.0, 30.0]" in text
     assert "CrowS-Pairs (generator)" in text and "55.0 [52.0, 58.0]" in text
     assert "electra-discriminator" in text and "challenger, champion" in text and "v2" in text
     assert "make mlflow-ui" in text

@@ -29,8 +29,13 @@ def _paths(entries: list) -> list[str]:
     return [e if isinstance(e, str) else next(iter(e)) for e in entries]
 
 
-def _expand(entries: list, task: str | None) -> list[str]:
-    return [p.replace("${item}", task) if task else p for p in _paths(entries)]
+def _expand(entries: list, task: str | None, params=None) -> list[str]:
+    """A foreach stage's entries for one task: over finetune.catalog, ${key} is the task's
+    name and ${item.data} its entry's data."""
+    if not task:
+        return _paths(entries)
+    data = params.finetune.entry(task).data
+    return [p.replace("${key}", task).replace("${item.data}", data) for p in _paths(entries)]
 
 
 def _cases():
@@ -50,10 +55,13 @@ def test_dvc_stage_agrees_with_the_table(name):
     body = entry.get("do", entry)   # a foreach stage keeps its body under `do`
     task = params.finetune.tasks[0] if "foreach" in entry else None
     assert stage.per_task or "foreach" not in entry
+    if "foreach" in entry:   # one stage per catalog entry: the catalog is the task list
+        assert entry["foreach"] == "${finetune.catalog}"
+        assert list(params.finetune.tasks) == list(params.finetune.catalog)
 
     # 1. The command is the CLI door, per task where the stage runs per task.
     assert body["cmd"].split()[:2] == ["electra", name]
-    assert ("--task ${item}" in body["cmd"]) == ("foreach" in entry)
+    assert ("--task ${key}" in body["cmd"]) == ("foreach" in entry)
 
     # 2. Params: the profile and output root, the stage's sections, in params.yaml and the overlay.
     plain = [p for p in body["params"] if isinstance(p, str)]
@@ -62,7 +70,7 @@ def test_dvc_stage_agrees_with_the_table(name):
     assert overlay == {"profiles/${profile}.yaml": list(stage.sections)}
 
     # 3. Code: exactly the table's modules and packages.
-    deps = _expand(body["deps"], task)
+    deps = _expand(body["deps"], task, params)
     assert sorted(d for d in deps if d.startswith("electra/")) == sorted(stage.code_paths())
     for code in stage.code_paths():
         assert (ROOT / code).exists(), f"{name}: {code} does not exist"
@@ -77,7 +85,7 @@ def test_dvc_stage_agrees_with_the_table(name):
         assert any(_under(path, dep) or _under(dep, path) for path in inputs), f"{name}: {dep} is not read"
 
     # 5. Outputs: every out lies in a folder the stage writes, and each such folder has outs.
-    outs = _expand(body.get("outs", []) + body.get("metrics", []), task)
+    outs = _expand(body.get("outs", []) + body.get("metrics", []), task, params)
     folders = [str(f) for f in stage.outputs(params, task)]
     for out in outs:
         assert any(_under(out, f) for f in folders), f"{name}: out {out} is outside {folders}"
@@ -87,7 +95,7 @@ def test_dvc_stage_agrees_with_the_table(name):
 
 # Modules whose edits do not change what a stage makes: how params are read, files written
 # atomically, keys hashed, runs tracked.
-INFRASTRUCTURE = {"core/config.py", "core/files.py", "core/keys.py", "core/tracking.py", "core/__init__.py"}
+INFRASTRUCTURE = {"core/config.py", "core/task_entries.py", "core/files.py", "core/keys.py", "core/tracking.py"}
 
 
 def _entry_modules(stage) -> set[str]:
