@@ -20,6 +20,7 @@ def _cfg(tmp_path, sources, **kw) -> IngestConfig:
     return IngestConfig(sources=[str(s) for s in sources], output_dir=str(tmp_path / "out"), **kw)
 
 
+@pytest.mark.data
 def test_real_corpus_counts_add_up_and_latin1_files_are_read(tmp_path):
     result = ingest(_cfg(tmp_path, [DATA / "pretrain"]), progress=False)
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
@@ -76,6 +77,7 @@ def test_no_usable_text_and_missing_sources_are_clear_errors(tmp_path):
     assert not (tmp_path / "out").exists()  # nothing half-written
 
 
+@pytest.mark.data
 def test_globs_select_files(tmp_path):
     result = ingest(_cfg(tmp_path, [str(DATA / "pretrain" / "inaugural" / "19*.txt")]), progress=False)
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())

@@ -9,7 +9,11 @@ import shutil
 from electra.core.config import IngestConfig
 from electra.data.dedup import NearDuplicates
 from electra.data.ingest import ingest
+import pytest
+
 from tests.conftest import ROOT
+
+pytestmark = pytest.mark.data   # reads the datasets in data/
 
 SPEECHES = sorted((ROOT / "data" / "pretrain" / "inaugural").glob("*.txt"))
 

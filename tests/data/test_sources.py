@@ -17,6 +17,8 @@ from electra.core.config import IngestConfig
 from electra.data.ingest import ingest
 from tests.conftest import DATA
 
+pytestmark = pytest.mark.data   # reads the datasets in data/
+
 # Three real speeches: small, one document each, no WikiText headings.
 SPEECHES = sorted((DATA / "pretrain" / "inaugural").glob("*.txt"))[:3]
 COMPRESS = {".gz": gzip.compress, ".bz2": bz2.compress, ".xz": lzma.compress,

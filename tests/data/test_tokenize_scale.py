@@ -20,6 +20,8 @@ from electra.data.packed import PackedDataset
 from electra.data.tokenize import tokenize
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.data   # reads the datasets in data/
+
 CORPUS = ROOT / "data" / "pretrain" / "inaugural"
 
 

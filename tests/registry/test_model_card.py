@@ -22,6 +22,8 @@ from electra.evaluation.evaluate import _summarise
 from electra.registry.model_card import render_description, render_model_card
 from tests.conftest import DATA, ROOT
 
+pytestmark = pytest.mark.data   # reads the datasets in data/
+
 RNG = np.random.default_rng(3)
 SEEDS = ("1234", "1235", "1236")
 
