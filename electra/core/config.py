@@ -17,11 +17,12 @@ import json
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, WithJsonSchema, model_validator
 
+from electra.core.paths import DERIVED_PATHS, derive_paths
 from electra.core.task_entries import (  # the per-task entries of finetune.catalog
     DEFAULT_TASKS,
     TASK_ENTRIES,
@@ -195,7 +196,12 @@ class FinetuneConfig(_Frozen):
     data_dir: str = "data/glue"
     output_dir: str = "outputs/finetune"
     tasks: list[str] = Field(default_factory=lambda: ["sst2", "mrpc"])
-    catalog: dict[str, SerializeAsAny[TaskEntry]] = Field(default_factory=dict)
+    # Each entry is validated by its kind's class (task_entry); the JSON schema Prefect checks
+    # a form or deployment's parameters against says only "an object per task", since which
+    # fields an entry has depends on its kind.
+    catalog: Annotated[dict[str, SerializeAsAny[TaskEntry]],
+                       WithJsonSchema({"type": "object", "additionalProperties": {"type": "object"}})] = Field(
+        default_factory=dict)
     # Fine-tuning seeds per task: seed, seed + 1, ...; reports give the median and spread.
     seeds: int = Field(default=1, ge=1)
     lr: float = Field(default=3e-4, gt=0.0)
@@ -392,46 +398,15 @@ class PrefectConfig(_Frozen):
     dask_workers: int = Field(default=2, ge=1)
 
 
-# Where each stage's paths come from when its section leaves them out: its own output
-# folder under ``output_root``, and its inputs from the output of the stage before it.
-# A section that sets a path keeps it, and the stages after it follow that path.
-# (section, field) -> ("root", subfolder) or (section, field, suffix) upstream.
-DERIVED_PATHS: dict[tuple[str, str], tuple[str, ...]] = {
-    ("ingest", "output_dir"): ("root", "ingest"),
-    ("tokenize", "input_dir"): ("ingest", "output_dir", ""),
-    ("tokenize", "output_dir"): ("root", "tokenize"),
-    ("pretrain", "input_dir"): ("tokenize", "output_dir", ""),
-    ("pretrain", "output_dir"): ("root", "pretrain"),
-    ("finetune", "model_dir"): ("pretrain", "output_dir", "discriminator"),
-    ("finetune", "output_dir"): ("root", "finetune"),
-    ("evaluate", "finetune_dir"): ("finetune", "output_dir", ""),
-    ("evaluate", "pretrain_dir"): ("pretrain", "output_dir", ""),
-    ("evaluate", "output_dir"): ("root", "evaluate"),
-    ("register", "pretrain_dir"): ("pretrain", "output_dir", ""),
-    ("register", "finetune_dir"): ("finetune", "output_dir", ""),
-    ("register", "evaluate_dir"): ("evaluate", "output_dir", ""),
-    ("register", "output_dir"): ("root", "register"),
-    ("compare", "input_dir"): ("tokenize", "output_dir", ""),
-    ("compare", "output_dir"): ("root", "compare"),
-}
-
-
-def derive_paths(raw: dict[str, Any]) -> dict[str, Any]:
-    """Fill the stage paths a raw params mapping leaves out (see :data:`DERIVED_PATHS`)."""
-    out = dict(raw)
-    root = str(out.get("output_root") or "outputs")
-    for (section, key), rule in DERIVED_PATHS.items():   # in pipeline order: upstream first
-        body = out.get(section)
-        body = dict(body) if isinstance(body, dict) else ({} if body is None else body)
-        if not isinstance(body, dict) or body.get(key) is not None:
-            continue
-        if rule[0] == "root":
-            body[key] = f"{root}/{rule[1]}"
-        else:
-            upstream = out[rule[0]][rule[1]]
-            body[key] = f"{upstream}/{rule[2]}" if rule[2] else upstream
-        out[section] = body
-    return out
+def _without_default_paths(section: str, body: dict[str, Any]) -> dict[str, Any]:
+    """A section from a form (the Prefect UI sends every field) minus the stage paths it
+    leaves at their defaults: those derive from ``output_root`` as if left out."""
+    field = Params.model_fields.get(section)
+    if field is None or field.default_factory is None:
+        return body
+    default = field.default_factory()
+    return {k: v for k, v in body.items()
+            if not ((section, k) in DERIVED_PATHS and v == getattr(default, k, object()))}
 
 
 class Params(_Frozen):
@@ -579,10 +554,10 @@ def load_params(
         if value is None:
             continue
         if isinstance(value, BaseModel):
-            value = value.model_dump(mode="json")
+            value = value.model_dump(mode="json", exclude_unset=True)
         if not isinstance(value, dict):
             raise ConfigError(f"section {name!r}: expected a mapping, got {type(value).__name__}")
-        raw[name] = deep_merge(raw.get(name) or {}, value)
+        raw[name] = deep_merge(raw.get(name) or {}, _without_default_paths(name, value))
     for text in overrides:
         parts, value = parse_override(text)
         node = raw

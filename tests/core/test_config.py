@@ -96,3 +96,30 @@ def test_a_profile_entry_without_a_kind_tunes_a_task_and_adds_none():
     assert tuned.tasks == ["sst2"]
     chosen = FinetuneConfig(tasks=["sst2", "qa"], catalog={"qa": {"max_seq_length": 256, "doc_stride": 64}})
     assert chosen.tasks == ["sst2", "qa"] and chosen.entry("qa").max_seq_length == 256
+
+
+def test_every_stage_path_derives_from_the_output_root_and_a_section_may_set_its_own(tmp_path):
+    from electra.core.config import RegisterConfig, load_params
+
+    params = load_params(ROOT / "params.yaml", overrides=[f"output_root={tmp_path}"])
+    assert params.ingest.output_dir == f"{tmp_path}/ingest" and params.tokenize.input_dir == f"{tmp_path}/ingest"
+    assert params.finetune.model_dir == f"{tmp_path}/pretrain/discriminator"
+    assert params.register.evaluate_dir == params.evaluate.output_dir == f"{tmp_path}/evaluate"
+    # A section's own path wins, and the stages after it follow it.
+    moved = load_params(ROOT / "params.yaml", overrides=[f"output_root={tmp_path}", "pretrain.output_dir=/elsewhere"])
+    assert moved.finetune.model_dir == "/elsewhere/discriminator" and moved.evaluate.pretrain_dir == "/elsewhere"
+    # A form sends every field: paths left at their defaults still derive from the root.
+    form = RegisterConfig(model_name="from-the-form").model_dump(mode="json")
+    formed = load_params(ROOT / "params.yaml", overrides=[f"output_root={tmp_path}"], sections={"register": form})
+    assert formed.register.model_name == "from-the-form" and formed.register.output_dir == f"{tmp_path}/register"
+
+
+def test_the_catalog_schema_takes_every_kind_of_entry():
+    """Prefect validates a deployment's parameters against the JSON schema before the flow
+    runs: a QA or NER entry's own fields must not be refused there."""
+    from electra.core.config import Params, load_params
+
+    schema = Params.model_json_schema()["$defs"]["FinetuneConfig"]["properties"]["catalog"]
+    assert schema["additionalProperties"] == {"type": "object"}
+    params = load_params(ROOT / "params.yaml")
+    assert Params.model_validate(params.model_dump(mode="json")) == params
