@@ -173,6 +173,9 @@ class PretrainConfig(_Frozen):
     checkpoint_every: int = Field(default=100, ge=1)
     keep_checkpoints: int = Field(default=2, ge=1)
     seed: int = 1234
+    # Train even when the schedule reads the corpus more than MAX_EPOCHS (50) times
+    # (electra/pretraining/corpus.py); off, such a run stops before it starts.
+    allow_small_corpus: bool = False
 
     @model_validator(mode="after")
     def _check_snapshots(self) -> PretrainConfig:
@@ -274,6 +277,9 @@ class EvaluateConfig(_Frozen):
     # Resamples of every bias bootstrap interval (95%).
     bias_bootstrap: int = Field(default=1000, ge=100)
     device: str = "auto"
+    # Fine-tune the same architecture from random weights (same recipe, seeds and examples)
+    # per task, and report the gain from pretraining over it with its intervals.
+    scratch_control: bool = True
 
 
 class GateConfig(_Frozen):
@@ -300,6 +306,9 @@ class GateConfig(_Frozen):
     # Fewer shared dev examples than this fraction of the new version's: not comparable.
     min_overlap: float = Field(default=0.9, gt=0.0, le=1.0)
     seed: int = 0
+    # The discriminator must beat the scratch control: the lower bound of the 95% interval
+    # of its mean gain over the GLUE tasks (metrics.json gain_over_scratch) above 0.
+    require_gain_over_scratch: bool = False
 
 
 class RegisterConfig(_Frozen):

@@ -19,6 +19,18 @@ of the first seed's model (the registered one). The GLUE score is the ELECTRA
 paper's: the plain mean of the GLUE tasks' main numbers (CoLA MCC, STS-B
 Spearman, accuracy elsewhere), over the tasks listed in ``score_tasks``.
 
+With ``scratch_control`` (the default) each task is also fine-tuned and evaluated from
+random weights of the same architecture (:mod:`electra.tasks.scratch`; outputs under
+``{output_dir}/scratch/{task}/``, reused while its key holds), and its section gains::
+
+    "scratch": {<the control's section>}, "gain_over_scratch": <pretrained - scratch, mean over seeds>,
+    "gain_over_scratch_ci": [lo, hi],          # paired bootstrap over dev examples
+    "gain_over_scratch_per_seed": {..}, "gain_over_scratch_seed_ci": [lo, hi]   # t, several seeds
+
+and metrics.json a top-level ``gain_over_scratch``: per-task gains, how many have their
+interval above 0 (``beat`` of ``of``), the GLUE mean gain with ``glue_mean_ci`` and the
+report's sentence (``verdict``).
+
 Each task's metrics are also recorded in ``{output_dir}/tasks/{task}/result.json``
 with the key they were made under (models, params, code): the Prefect flow evaluates
 each task as soon as its fine-tuning ends, and the summary reuses those results.
@@ -32,6 +44,7 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +54,11 @@ from electra.core.files import atomic_open, read_json, write_json
 from electra.core.keys import content_key
 from electra.core.tracking import MetricLogger, NullLogger, flatten
 from electra.evaluation.report import write_plots, write_report
-from electra.evaluation.results import EEC_TASK, glue_score, place
+from electra.evaluation.results import EEC_TASK, glue_score, place, task_sections
 from electra.tasks.base import task_for
+from electra.tasks.finetune import finetune_task, seeds_of
+from electra.tasks.scratch import (INIT_SEED, build_init, gain_replicates, mean_gain, model_facts, recipe_values, scratch_config,
+                                   task_gain, verdict)
 
 
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -70,12 +86,17 @@ def _summarise(per_seed: dict[str, dict], first_seed: str) -> dict[str, Any]:
     return out
 
 
-def evaluate_task(task: str, cfg: EvaluateConfig, ft: FinetuneConfig, device, logger: MetricLogger) -> dict[str, Any]:
+def evaluate_task(task: str, cfg: EvaluateConfig, ft: FinetuneConfig, device, logger: MetricLogger,
+                  finetune_dir: Path | None = None, predictions_dir: Path | None = None) -> dict[str, Any]:
     """Every seed's model of ``task`` on its dev set; predictions written, metrics summarised.
 
-    A task the finetune stage skipped (no train split) gives ``{"skipped": why}``.
+    The models are those under ``finetune_dir`` (default ``cfg.finetune_dir``), the rows go
+    to ``predictions_dir`` (default ``{output_dir}/predictions/{task}``): the scratch control
+    is evaluated by the same code into its own folders. A task the finetune stage skipped
+    (no train split) gives ``{"skipped": why}``.
     """
-    result_path = Path(cfg.finetune_dir) / task / "result.json"
+    result_path = Path(finetune_dir or cfg.finetune_dir) / task / "result.json"
+    predictions_dir = predictions_dir or Path(cfg.output_dir) / "predictions" / task
     if not result_path.is_file():
         raise FileNotFoundError(f"{result_path}: no fine-tuned models for {task!r} (run the finetune stage first)")
     summary = read_json(result_path)
@@ -89,7 +110,7 @@ def evaluate_task(task: str, cfg: EvaluateConfig, ft: FinetuneConfig, device, lo
     for seed, run in summary["runs"].items():
         with logger.child(f"{task}/seed-{seed}", {"task": task, "seed": seed}) as run_logger:
             scores, rows = impl.evaluate_run(run, examples, cfg.batch_size, device, int(seed))
-            _write_jsonl(Path(cfg.output_dir) / "predictions" / task / f"seed-{seed}.jsonl", rows)
+            _write_jsonl(predictions_dir / f"seed-{seed}.jsonl", rows)
             impl.log_run(run_logger, scores)
         per_seed[seed] = scores
     out = _summarise(per_seed, str(summary["seeds"][0]))
@@ -106,7 +127,9 @@ TASK_CODE = ("tasks", "evaluation/evaluate.py", "core/stats.py")
 def task_result_key(task: str, cfg: EvaluateConfig, ft: FinetuneConfig) -> str:
     """What one task's evaluation is a function of: its fine-tuned models (their result.json,
     which changes whenever they are retrained), both params sections and the code."""
-    return content_key(values=[task, cfg.model_dump(mode="json"), ft.model_dump(mode="json")],
+    # scratch_control is left out: switching the control on or off leaves the pretrained runs as they are.
+    return content_key(values=[task, cfg.model_dump(mode="json", exclude={"scratch_control"}),
+                               ft.model_dump(mode="json")],
                        paths={"finetuned": Path(cfg.finetune_dir) / task / "result.json"}, code=TASK_CODE)
 
 
@@ -115,9 +138,9 @@ def task_result_path(cfg: EvaluateConfig, task: str) -> Path:
     return Path(cfg.output_dir) / "tasks" / task / "result.json"
 
 
-def evaluate_one(task: str, cfg: EvaluateConfig, ft: FinetuneConfig, logger: MetricLogger | None = None,
-                 device: Any = None, reuse: bool = True) -> dict[str, Any]:
-    """Evaluate one task and record its metrics in ``tasks/{task}/result.json``.
+def evaluate_pretrained(task: str, cfg: EvaluateConfig, ft: FinetuneConfig, logger: MetricLogger | None = None,
+                        device: Any = None, reuse: bool = True) -> dict[str, Any]:
+    """Evaluate one task's fine-tuned models and record their metrics in ``tasks/{task}/result.json``.
 
     With ``reuse``, a recorded result made under the same :func:`task_result_key` (same
     models, params and code) is returned without predicting again: the Prefect flow
@@ -130,10 +153,7 @@ def evaluate_one(task: str, cfg: EvaluateConfig, ft: FinetuneConfig, logger: Met
     key = task_result_key(task, cfg, ft)
     path = task_result_path(cfg, task)
     if reuse and path.is_file():
-        try:
-            recorded = read_json(path)
-        except (OSError, ValueError):
-            recorded = {}
+        recorded = _read_record(path)
         predictions = Path(cfg.output_dir) / "predictions" / task
         if recorded.get("key") == key and ("skipped" in recorded["result"] or predictions.is_dir()):
             return recorded["result"]
@@ -141,6 +161,114 @@ def evaluate_one(task: str, cfg: EvaluateConfig, ft: FinetuneConfig, logger: Met
     section = evaluate_task(task, cfg, ft, device, logger or NullLogger())
     write_json(path, {"task": task, "key": key, "result": section})
     return section
+
+
+def evaluate_one(task: str, cfg: EvaluateConfig, ft: FinetuneConfig, logger: MetricLogger | None = None,
+                 device: Any = None, reuse: bool = True) -> dict[str, Any]:
+    """Evaluate one task (:func:`evaluate_pretrained`) and, with ``cfg.scratch_control``, its
+    scratch control (:func:`evaluate_scratch`); the section then holds ``scratch`` and the
+    gain from pretraining with its intervals (:func:`electra.tasks.scratch.task_gain`).
+
+    ``reuse=False`` predicts the fine-tuned models again; the control is reused whenever its
+    key matches (it is keyed on everything it depends on, and costs a fine-tuning to redo).
+    """
+    section = evaluate_pretrained(task, cfg, ft, logger, device, reuse)
+    if not cfg.scratch_control or "skipped" in section:
+        return section
+    control = evaluate_scratch(task, cfg, ft, logger, device)
+    section = {**section, "scratch": control}
+    return {**section, **task_gain(task_for(ft, task), *_paired_rows(task, cfg, section))}
+
+
+def _paired_rows(task: str, cfg: EvaluateConfig, section: dict[str, Any]) -> tuple[dict, dict]:
+    """Per seed, the pretrained models' prediction rows and the scratch control's."""
+    pretrained = Path(cfg.output_dir) / "predictions" / task
+    scratch = scratch_dir(cfg) / task / "predictions"
+    return ({s: _read_jsonl(pretrained / f"seed-{s}.jsonl") for s in section["seeds"]},
+            {s: _read_jsonl(scratch / f"seed-{s}.jsonl") for s in section["scratch"]["seeds"]})
+
+
+def scratch_summary(result: dict[str, Any], cfg: EvaluateConfig, ft: FinetuneConfig) -> dict[str, Any] | None:
+    """metrics.json's top-level ``gain_over_scratch``: every task's gain, how many of them have
+    a 95% interval above 0, and the mean gain over the GLUE score's tasks with its interval
+    (each task resampled on its own, paired, then the mean of each resample); None without
+    a control. ``verdict`` is the report's sentence."""
+    sections = {t: s for t, s in task_sections(result).items() if "gain_over_scratch" in s}
+    if not sections:
+        return None
+    glue_tasks = [t for t in result.get("glue", {}).get("score_tasks", []) if t in sections]
+    replicates = {}
+    for task in glue_tasks:
+        point, draws, _ = gain_replicates(task_for(ft, task), *_paired_rows(task, cfg, sections[task]))
+        replicates[task] = (point, draws)
+    glue = mean_gain(replicates)
+    beat = sum(s["gain_over_scratch_ci"][0] > 0 for s in sections.values())
+    return {"tasks": {t: s["gain_over_scratch"] for t, s in sections.items()},
+            "beat": int(beat), "of": len(sections),
+            "glue_mean": glue["mean"], "glue_mean_ci": glue["ci"],
+            "glue_mean_low": glue["ci"][0], "glue_mean_high": glue["ci"][1], "glue_tasks": glue["tasks"],
+            "verdict": verdict(int(beat), len(sections), glue["mean"], glue["ci"])}
+
+
+# --- the scratch control ---------------------------------------------------------------
+
+def scratch_dir(cfg: EvaluateConfig) -> Path:
+    """``{output_dir}/scratch``: per task, the control's models, predictions and result."""
+    return Path(cfg.output_dir) / "scratch"
+
+
+def scratch_key(task: str, cfg: EvaluateConfig, ft: FinetuneConfig) -> str:
+    """What a task's scratch control is a function of: the task (entry and data), the recipe,
+    the seeds, the pretrained model's architecture and tokenizer (never its weights), how the
+    dev set is predicted, and the code. New pretrained weights leave it valid."""
+    architecture, tokenizer = model_facts(ft.model_dir)
+    data = {f"data:{i}": file for i, file in enumerate(task_for(ft, task).entry.files())}
+    predicting = cfg.model_dump(mode="json", include={"data_dir", "batch_size", "max_eval_examples", "device"})
+    return content_key(values=[task, recipe_values(ft, task), seeds_of(ft), architecture, INIT_SEED, predicting],
+                       paths={**tokenizer, **data}, code=TASK_CODE)
+
+
+def evaluate_scratch(task: str, cfg: EvaluateConfig, ft: FinetuneConfig, logger: MetricLogger | None = None,
+                     device: Any = None, reuse: bool = True) -> dict[str, Any]:
+    """The scratch control of ``task``: fine-tuned from random weights and evaluated, or, with
+    ``reuse``, its recorded result when made under the same :func:`scratch_key`.
+
+    Writes under ``{output_dir}/scratch/{task}/``: ``seed-{seed}/model`` (as the finetune
+    stage does), ``predictions/seed-{seed}.jsonl`` and ``evaluation.json`` (key + section).
+    The random init (``init/``) is removed once trained: it is rebuilt bit for bit from its seed.
+    """
+    from electra.core.runtime import resolve_device
+
+    folder = scratch_dir(cfg) / task
+    key = scratch_key(task, cfg, ft)
+    record = folder / "evaluation.json"
+    if reuse and record.is_file():
+        recorded = _read_record(record)
+        if recorded.get("key") == key and (folder / "predictions").is_dir():
+            return recorded["result"]
+    logger = logger or NullLogger()
+    device = device if device is not None else resolve_device(cfg.device)
+    init = build_init(ft.model_dir, folder / "init")
+    control = scratch_config(ft, init, scratch_dir(cfg))
+    with logger.child(f"{task}/scratch", {"task": task, "control": "scratch"}) as control_logger:
+        finetune_task(control, task, control_logger, progress=False, device=device)
+        section = evaluate_task(task, cfg, control, device, control_logger, finetune_dir=scratch_dir(cfg),
+                                predictions_dir=folder / "predictions")
+    shutil.rmtree(init, ignore_errors=True)
+    write_json(record, {"task": task, "key": key, "result": section})
+    return section
+
+
+def _read_record(path: Path) -> dict[str, Any]:
+    try:
+        return read_json(path)
+    except (OSError, ValueError):
+        return {}
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
 
 
 def evaluate_bias(cfg: EvaluateConfig, sst2_model_dir: str | None, device: Any, progress: bool = False) -> dict[str, Any]:
@@ -196,6 +324,9 @@ def evaluate(
         section = evaluate_one(task, cfg, finetune_cfg, logger, device)
         place(result, task, task_for(finetune_cfg, task).group, section)
     glue_score(result)
+    gain = scratch_summary(result, cfg, finetune_cfg) if cfg.scratch_control else None
+    if gain is not None:
+        result["gain_over_scratch"] = gain
     if bias:
         eec = Path(cfg.finetune_dir) / EEC_TASK / "result.json"
         eec_model = read_json(eec)["model_dir"] if EEC_TASK in result["glue"]["score_tasks"] else None

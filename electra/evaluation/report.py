@@ -60,10 +60,58 @@ def write_report(path: Path, result: dict[str, Any], ft: FinetuneConfig) -> None
     for task in ft.tasks:
         if task in sections:
             lines += task_for(ft, task).report_lines(sections[task], _cell)
+    lines += scratch_lines(result, list(ft.tasks))
     if "bias" in result:
         lines += _bias_lines(result["bias"])
     with atomic_open(path, "w", encoding="utf-8") as handle:
         handle.write("\n".join(lines) + "\n")
+
+
+def gain_text(value: Any, ci: Any) -> str:
+    """A gain in points with its interval: '+1.2 [-0.3, +2.8]' (fractions in, points out)."""
+    if not isinstance(value, int | float):
+        return "–"
+    low, high = ci if isinstance(ci, list | tuple) and len(ci) == 2 else (None, None)
+    if not isinstance(low, int | float) or not isinstance(high, int | float):
+        return f"{100 * value:+.1f}"
+    return f"{100 * value:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]"
+
+
+def scratch_rows(result: dict[str, Any], tasks: list[str]) -> list[list[str]]:
+    """Per task with a scratch control: [task, pretrained, scratch, gain [95% CI over dev examples],
+    interval over seeds]; then the GLUE mean's row. Empty without a control."""
+    sections = task_sections(result)
+    rows = []
+    for task in tasks:
+        section = sections.get(task)
+        if not section or "gain_over_scratch" not in section:
+            continue
+        seeds = gain_text(section["gain_over_scratch"], section["gain_over_scratch_seed_ci"]) \
+            if "gain_over_scratch_seed_ci" in section else "one seed"
+        rows.append([task, _pct(section.get("main")), _pct(section["scratch"].get("main")),
+                     gain_text(section["gain_over_scratch"], section.get("gain_over_scratch_ci")), seeds])
+    summary = result.get("gain_over_scratch") or {}
+    if rows and summary.get("glue_tasks"):
+        rows.append([f"GLUE mean ({', '.join(summary['glue_tasks'])})", "–", "–",
+                     gain_text(summary.get("glue_mean"), summary.get("glue_mean_ci")), "–"])
+    return rows
+
+
+def scratch_lines(result: dict[str, Any], tasks: list[str]) -> list[str]:
+    """The report's section on the from-scratch control: a row per task, the GLUE mean and
+    the plain sentence saying whether pretraining beat it."""
+    rows = scratch_rows(result, tasks)
+    if not rows:
+        return ["", "## Pretrained vs from scratch", "", "No scratch control was run (evaluate.scratch_control)."]
+    verdict = (result.get("gain_over_scratch") or {}).get("verdict", "")
+    lines = ["", "## Pretrained vs from scratch", "",
+             "The same architecture fine-tuned from random weights with the same recipe, seeds and "
+             "examples. Percent; gain = pretrained - scratch in points (mean over seeds), with its paired "
+             "95% bootstrap interval over dev examples, and a Student-t interval over seeds when there "
+             "are several. The GLUE mean's interval resamples each task, paired, then averages.", "",
+             "| task | pretrained | scratch | gain [95% CI] | gain over seeds [95% CI] |", "|---|---|---|---|---|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines + ["", f"**Verdict:** {verdict[:1].upper() + verdict[1:]}"]
 
 
 def _num(value: float | None, digits: int = 1) -> str:

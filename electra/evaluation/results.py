@@ -3,7 +3,8 @@ score, and the published rows the report and the model card compare with.
 
 ``metrics.json`` holds one section per task: under a group when the task's kind has one
 (``{"glue": {"sst2": {...}, "score": .., "score_tasks": [..]}}``), else at the top level
-(``{"qa": {...}, "ner": {...}}``), beside ``bias``. A section with ``main`` was
+(``{"qa": {...}, "ner": {...}}``), beside ``bias`` and ``gain_over_scratch`` (the
+summary of the scratch control). A section with ``main`` was
 evaluated; one with ``skipped`` was not trained. Readers that hold only the file (the
 gate, the model card) find sections by that shape, never by a task's kind.
 """
@@ -15,7 +16,7 @@ from typing import Any
 import numpy as np
 
 # Top-level keys of metrics.json that are not tasks.
-NOT_TASKS = ("bias",)
+NOT_TASKS = ("bias", "gain_over_scratch")
 GROUP_SUMMARY_KEYS = ("score", "score_tasks")
 
 # GLUE dev results published in the google-research/electra README ("Expected

@@ -13,7 +13,7 @@ from typing import Any
 
 from electra.core.config import Params
 from electra.core.files import read_json
-from electra.evaluation.report import _cell, _ci, _pct
+from electra.evaluation.report import _cell, _ci, _pct, gain_text, scratch_rows
 from electra.evaluation.results import all_sections
 from electra.tasks.base import task_named
 
@@ -54,10 +54,15 @@ def _what(stage: str, result: dict[str, Any]) -> str:
             f", not trained: {', '.join(skipped)}" if skipped else "")
     if stage == "evaluate":
         if "main" in r:
-            return f"main metric {_cell(r)}"
+            over = (f"; gain over scratch {gain_text(r['gain_over_scratch'], r.get('gain_over_scratch_ci'))} points"
+                    if "gain_over_scratch" in r else "")
+            return f"main metric {_cell(r)}{over}"
         glue = r.get("glue", {})
+        gain = r.get("gain_over_scratch") or {}
+        over = (f"; gain over scratch {gain_text(gain['glue_mean'], gain.get('glue_mean_ci'))} points"
+                if isinstance(gain.get("glue_mean"), int | float) else "")
         if isinstance(glue.get("score"), int | float):
-            return f"GLUE score {_pct(glue['score'])} over {', '.join(glue.get('score_tasks', []))}"
+            return f"GLUE score {_pct(glue['score'])} over {', '.join(glue.get('score_tasks', []))}{over}"
         return "done"
     if stage == "register":
         outcomes = r.get("outcomes", {})
@@ -117,6 +122,11 @@ def summary_text(params: Params, ui_hint: bool = True) -> str:
             rows.append(["GLUE score", _pct(glue["score"]), f"mean over {', '.join(glue.get('score_tasks', []))}"])
         lines += ["", "Benchmarks (dev; % median over seeds [95% bootstrap interval of the registered model])"]
         lines += ["  " + r for r in _table(["task", "main metric", "dev examples"], rows)]
+        gain_rows = scratch_rows(metrics, list(all_sections(metrics)))
+        if gain_rows:
+            lines += ["", "Pretrained vs from scratch (%; gain in points [paired 95% interval over dev examples])"]
+            lines += ["  " + r for r in _table(["task", "pretrained", "scratch", "gain", "over seeds"], gain_rows)]
+            lines.append("  " + str((metrics.get("gain_over_scratch") or {}).get("verdict", "")))
         bias_rows = _bias_rows(metrics.get("bias") or {})
         if bias_rows:
             lines += ["", "Bias (score [95% interval])"]

@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from electra.evaluation.report import scratch_rows
 from electra.evaluation.results import EEC_TASK, GLUE_ORDER, all_sections
 from electra.tasks.base import task_named
 
@@ -337,4 +338,24 @@ def _recipe(kind: str, task: str | None, params: Mapping[str, Any]) -> list[str]
         if changed:
             lines += ["", "Per-task overrides: " + "; ".join(
                 f"{t}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in o.items()) for t, o in changed.items()) + "."]
+    return lines
+
+
+def _scratch(kind: str, tasks: list[str], metrics: Mapping[str, Any]) -> list[str]:
+    """The card's comparison with the from-scratch control: a row per task (and, for the
+    discriminator, the GLUE mean and the verdict), as the evaluation report has it."""
+    own = dict(metrics)
+    if kind != "discriminator":   # a task model: its own task's row, not the GLUE mean
+        own.pop("gain_over_scratch", None)
+    rows = scratch_rows(own, tasks)
+    lines = ["", "## Gain from pretraining over a from-scratch control", ""]
+    if not rows:
+        return lines + ["No scratch control was evaluated for this version (evaluate.scratch_control)."]
+    lines.append("The same architecture fine-tuned from random weights with the same recipe, seeds and "
+                 "examples. Percent; gain in points, with its paired 95% bootstrap interval over dev examples "
+                 "(and a Student-t interval over seeds when there are several).")
+    lines += [""] + _table(["task", "pretrained", "scratch", "gain [95% CI]", "gain over seeds [95% CI]"], rows)
+    verdict = (own.get("gain_over_scratch") or {}).get("verdict") if isinstance(own.get("gain_over_scratch"), Mapping) else None
+    if verdict:
+        lines += ["", f"Verdict: {verdict[:1].upper() + verdict[1:]}"]
     return lines

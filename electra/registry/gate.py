@@ -10,6 +10,9 @@ Three kinds of check, each a :class:`Check` with its numbers:
   lies above ``-margin``: the new version is shown to be no worse than the
   champion by more than the margin. A wide interval (few examples) fails it: the
   gate is conservative, as a gate should be.
+* ``gain_over_scratch`` (with ``require_gain_over_scratch``, the discriminator only): the
+  mean gain from pretraining over the from-scratch control on the GLUE tasks, whose 95%
+  interval must lie above 0.
 * ``bias_drift``: a bias score (CrowS-Pairs, StereoSet SS and ICAT, the EEC mean
   gap) may not move away from its ideal by more than its own interval's
   half-width compared with the champion's score.
@@ -32,7 +35,7 @@ from electra.core.tracking import flatten
 from electra.evaluation.results import metric_key, task_sections
 from electra.tasks.base import Task, task_named
 
-__all__ = ["Check", "Evidence", "bias_drift", "evaluate_gate", "gate_report_markdown", "limits", "non_inferiority",
+__all__ = ["Check", "Evidence", "bias_drift", "evaluate_gate", "gain_over_scratch", "gate_report_markdown", "limits", "non_inferiority",
            "paired_bootstrap", "summary_line", "task_metric_key"]
 
 
@@ -41,7 +44,7 @@ class Check:
     """One gate check: what was measured, against what, and whether it passed."""
 
     name: str
-    kind: str            # floor | ceiling | non_inferiority | bias_drift
+    kind: str            # floor | ceiling | non_inferiority | gain_over_scratch | bias_drift
     metric: str
     value: float | None
     threshold: str
@@ -173,6 +176,26 @@ def bias_drift(new: dict[str, Any], old: dict[str, Any], keys_prefix: tuple[str,
     return checks
 
 
+# --- the scratch control ------------------------------------------------------------------
+
+def gain_over_scratch(metrics: dict[str, Any]) -> Check:
+    """Did pretraining beat the from-scratch control? The lower bound of the 95% interval of
+    the mean gain over the GLUE tasks (``gain_over_scratch`` in metrics.json) must lie above 0."""
+    name, metric, threshold = "gain_over_scratch.glue_mean", "gain_over_scratch.glue_mean", "lower bound > 0"
+    summary = metrics.get("gain_over_scratch") or {}
+    mean, ci = summary.get("glue_mean"), summary.get("glue_mean_ci") or [None, None]
+    if not isinstance(mean, int | float) or not all(isinstance(x, int | float) for x in ci):
+        return Check(name, "gain_over_scratch", metric, None, threshold, False,
+                     "no GLUE gain over the scratch control in metrics.json (evaluate.scratch_control off, "
+                     "or no GLUE task trained)")
+    low, high = ci
+    tasks = ", ".join(summary.get("glue_tasks", []))
+    passed = low > 0
+    detail = (f"pretrained - scratch, mean over {tasks} = {mean:+.4f}, 95% CI [{low:+.4f}, {high:+.4f}]: "
+              + ("pretraining beat scratch" if passed else "not shown to beat scratch (lower bound not above 0)"))
+    return Check(name, "gain_over_scratch", metric, float(mean), threshold, passed, detail)
+
+
 # --- the gate -------------------------------------------------------------------------
 
 def limits(metrics: dict[str, Any], cfg: GateConfig, prefixes: tuple[str, ...] | None = None) -> list[Check]:
@@ -201,6 +224,8 @@ def evaluate_gate(new: Evidence, champion: Evidence | None, cfg: GateConfig,
     """
     if tasks is None:
         checks = limits(new.metrics, cfg)
+        if cfg.require_gain_over_scratch:
+            checks.append(gain_over_scratch(new.metrics))
     else:
         checks = limits(new.metrics, cfg, tuple(f"{task_metric_key(t, new.metrics)}." for t in tasks) + bias_prefixes)
     if champion is None:

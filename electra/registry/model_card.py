@@ -50,6 +50,7 @@ from electra.registry.card_parts import (
     _md,
     _number,
     _recipe,
+    _scratch,
     _section,
     _table,
     _task_info,
@@ -425,6 +426,9 @@ def render_description(*, model_name: str, version: str, kind: str, task: str | 
         glue = metrics.get("glue") if isinstance(metrics.get("glue"), Mapping) else {}
         if _number(glue.get("score")) is not None:
             results.append(f"- GLUE score (mean of the main metrics): {_pct(_number(glue.get('score')))}")
+        gain = metrics.get("gain_over_scratch")
+        if isinstance(gain, Mapping) and gain.get("verdict"):
+            results.append(f"- Against a from-scratch control: {_md(gain['verdict'])}")
     results += _headline_bias(kind, task, metrics)
     if results:
         lines += ["**Headline results** (dev sets, percent: median over fine-tuning seeds, then in brackets "
@@ -489,6 +493,7 @@ def render_model_card(*, model_name: str, version: str, kind: str, task: str | N
     lines += data_lines
     lines += _recipe(kind, task, params)
     lines += _benchmarks(kind, tasks, metrics, params, profile)
+    lines += _scratch(kind, tasks, metrics)
     lines += _bias(kind, task, metrics, params, lineage)
     lines += _gate(gate)
     lines += _lineage(lineage)

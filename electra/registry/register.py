@@ -34,6 +34,7 @@ from electra.core.config import Params
 from electra.core.files import read_json, write_json, write_text
 from electra.core.tracking import flatten, git_info, redact_uri
 from electra.evaluation.evaluate import headline_metrics
+from electra.evaluation.report import gain_text
 from electra.evaluation.results import EEC_TASK
 from electra.registry.flavours import label_names, log_discriminator, log_task_model, pip_requirements, public_version
 from electra.registry.gate import Check, Evidence, evaluate_gate, gate_report_markdown, summary_line, task_metric_key
@@ -522,7 +523,7 @@ def _tag_and_describe(client, name: str, version: str, scope: dict, evidence: Ev
     own_metrics = {k: v for k, v in flat_metrics.items()
                    if k.startswith(prefix) or any(k.startswith(b) for b in scope["bias"])}
     tags = {**lineage, **_gate_tags(gate), "gate.evidence_run_id": run_id,
-            **{f"metric.{k}": v for k, v in own_metrics.items()}}
+            **{f"metric.{k}": v for k, v in own_metrics.items()}, **_scratch_tags(evidence.metrics, prefix)}
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, str(value)[:5000])
     _write_card(name, version, scope, evidence.metrics, gate, lineage, params, datasets, out_dir)
@@ -533,6 +534,20 @@ def _tag_and_describe(client, name: str, version: str, scope: dict, evidence: Ev
     client.update_model_version(name, version, description=_description(
         name, version, scope, evidence.metrics, gate, lineage, params, run_id, card_path))
     return gate
+
+
+def _scratch_tags(metrics: dict[str, Any], prefix: str) -> dict[str, str]:
+    """``gain_over_scratch``: the discriminator's verdict on the scratch control (every task and
+    the GLUE mean), or a task model's own gain in points with its interval; none without one."""
+    if not prefix:
+        summary = metrics.get("gain_over_scratch") or {}
+        return {"gain_over_scratch": summary["verdict"]} if summary.get("verdict") else {}
+    section = flatten("", metrics)
+    key = prefix.rstrip(".")
+    if not isinstance(section.get(f"{key}.gain_over_scratch"), int | float):
+        return {}
+    return {"gain_over_scratch": gain_text(section[f"{key}.gain_over_scratch"],
+                                           section.get(f"{key}.gain_over_scratch_ci")) + " points"}
 
 
 DESCRIPTION_LIMIT = 4900     # characters; MLflow stores descriptions of up to 5000
