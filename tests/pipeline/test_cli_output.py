@@ -84,6 +84,30 @@ def test_the_summary_reads_the_outputs(tmp_path):
     assert "make mlflow-ui" in text
 
 
+def test_the_summary_and_the_evaluate_line_show_the_gain_over_scratch(tmp_path):
+    from electra.core.config import load_params
+    from electra.pipeline.summary import stage_line, summary_text
+
+    params = load_params(ROOT / "params.yaml", overrides=[f"evaluate.output_dir={tmp_path}/evaluate",
+                                                          f"register.output_dir={tmp_path}/register"])
+    scratch = {"main": 0.5, "main_ci": [0.45, 0.55], "spread": {"main": {"n": 1}}, "dev_examples": 872}
+    sst2 = {"main": 0.62, "main_ci": [0.58, 0.66], "spread": {"main": {"n": 1}}, "dev_examples": 872,
+            "scratch": scratch, "gain_over_scratch": 0.12, "gain_over_scratch_ci": [0.07, 0.17]}
+    verdict = "pretraining beat scratch on 1 of 1 tasks (95% interval above 0); the GLUE mean gain is +12.0 [+7.0, +17.0] points."
+    metrics = {"glue": {"sst2": sst2, "score": 0.62, "score_tasks": ["sst2"]},
+               "gain_over_scratch": {"glue_mean": 0.12, "glue_mean_ci": [0.07, 0.17], "glue_tasks": ["sst2"],
+                                     "beat": 1, "of": 1, "verdict": verdict}}
+    (tmp_path / "evaluate").mkdir()
+    (tmp_path / "evaluate" / "metrics.json").write_text(json.dumps(metrics))
+    text = summary_text(params, ui_hint=False)
+    assert "Pretrained vs from scratch" in text and verdict in text
+    row = next(line for line in text.splitlines() if line.strip().startswith("sst2  "))
+    assert "62.0" in row and "50.0" in row and "+12.0 [+7.0, +17.0]" in row and "one seed" in row
+    assert "GLUE mean (sst2)" in text
+    line = stage_line("evaluate", {**metrics, "seconds": 3.0})
+    assert "gain over scratch +12.0 [+7.0, +17.0] points" in line and "\n" not in line
+
+
 def test_step_lines_carry_loss_rate_and_eta_at_most_every_few_seconds():
     from electra.core.logs import StepLog
 

@@ -137,3 +137,47 @@ def test_a_task_model_is_compared_on_its_own_task_only(tmp_path, labels):
     assert everything["non_inferiority.sst2"].passed and not everything["non_inferiority.rte"].passed
     # No champion yet: only the limits apply.
     assert evaluate_gate(new, None, cfg) == []
+
+
+def _gain_evidence(labels: list[int], pretrained_wrong: int, scratch_wrong: int) -> Evidence:
+    """metrics.json's gain over the scratch control, computed as evaluate does (paired, per
+    task, then the GLUE mean) from predictions made up to the wanted accuracies."""
+    from electra.tasks.base import task_named
+    from electra.tasks.scratch import gain_replicates, mean_gain, task_gain, verdict
+
+    rows = {}
+    for name, wrong in (("pretrained", pretrained_wrong), ("scratch", scratch_wrong)):
+        preds = _with_errors(labels, wrong)
+        rows[name] = {"1234": [{"index": i, "line": i + 2, "label": y, "prediction": p}
+                               for i, (y, p) in enumerate(zip(labels, preds, strict=True))]}
+    impl = task_named("sst2")
+    section = task_gain(impl, rows["pretrained"], rows["scratch"])
+    point, draws, _ = gain_replicates(impl, rows["pretrained"], rows["scratch"])
+    glue = mean_gain({"sst2": (point, draws)})
+    beat = int(section["gain_over_scratch_ci"][0] > 0)
+    summary = {"glue_mean": glue["mean"], "glue_mean_ci": glue["ci"], "glue_tasks": glue["tasks"],
+               "beat": beat, "of": 1, "verdict": verdict(beat, 1, glue["mean"], glue["ci"])}
+    return Evidence(metrics={"glue": {"sst2": {"main": 1 - pretrained_wrong / len(labels), **section}},
+                             "gain_over_scratch": summary}, predictions={})
+
+
+def test_the_gate_refuses_a_discriminator_that_does_not_beat_scratch_when_required(labels):
+    required = GateConfig(require_gain_over_scratch=True)
+    # Pretrained 10 errors in 400, scratch 120: the whole interval is above 0.
+    better = _gain_evidence(labels, 10, 120)
+    check = next(c for c in evaluate_gate(better, None, required) if c.kind == "gain_over_scratch")
+    assert check.passed and check.value == pytest.approx((120 - 10) / 400)
+    # Pretrained two examples worse than scratch: the interval reaches below 0; refused, with the numbers.
+    tie = _gain_evidence(labels, 100, 98)
+    check = next(c for c in evaluate_gate(tie, None, required) if c.kind == "gain_over_scratch")
+    low, high = tie.metrics["gain_over_scratch"]["glue_mean_ci"]
+    assert not check.passed and check.value == pytest.approx(-2 / 400) and low < 0 <= high
+    assert f"[{low:+.4f}, {high:+.4f}]" in check.detail and "not shown to beat scratch" in check.detail
+    assert "did not beat scratch" in tie.metrics["gain_over_scratch"]["verdict"]
+    # No control in metrics.json: refused, saying so. Not required (tiny, micro): no check at all.
+    missing = next(c for c in evaluate_gate(Evidence({"glue": {}}, {}), None, required)
+                   if c.kind == "gain_over_scratch")
+    assert not missing.passed and "scratch_control" in missing.detail
+    assert not any(c.kind == "gain_over_scratch" for c in evaluate_gate(tie, None, GateConfig()))
+    # A task model is gated on its own task: the discriminator's requirement is not its.
+    assert not any(c.kind == "gain_over_scratch" for c in evaluate_gate(tie, None, required, tasks=["sst2"]))

@@ -370,3 +370,28 @@ def test_description_of_empty_inputs_and_a_demo_profile():
     with pytest.raises(ValueError, match="kind must be one of"):
         render_description(model_name="m", version="1", kind="mlm", task=None, metrics={}, gate={},
                            lineage={}, params={})
+
+
+def test_the_gain_over_scratch_is_on_the_card_and_in_the_description(metrics, params, licenses_md):
+    from electra.tasks.scratch import verdict
+
+    with_gain = copy.deepcopy(metrics)
+    sst2 = with_gain["glue"]["sst2"]
+    sst2["scratch"] = _task([{"accuracy": a, "main": a} for a in (0.70, 0.72, 0.69)], 872)
+    sst2.update({"gain_over_scratch": 0.117, "gain_over_scratch_ci": [0.08, 0.15],
+                 "gain_over_scratch_seed_ci": [0.09, 0.14]})
+    with_gain["gain_over_scratch"] = {"glue_mean": 0.117, "glue_mean_ci": [0.08, 0.15], "glue_tasks": ["sst2"],
+                                      "beat": 1, "of": 1, "verdict": verdict(1, 1, 0.117, [0.08, 0.15])}
+    card = _card(with_gain, params, licenses_md)
+    assert "## Gain from pretraining over a from-scratch control" in card
+    row = next(line for line in card.splitlines() if line.startswith("| sst2 | 82.0 | 70.0 |"))
+    assert "+11.7 [+8.0, +15.0]" in row and "+11.7 [+9.0, +14.0]" in row
+    assert "| GLUE mean (sst2) |" in card and "Pretraining beat scratch on 1 of 1 tasks" in card
+    description = render_description(model_name="electra-discriminator", version="4", kind="discriminator",
+                                     task=None, metrics=with_gain, gate=GATE, lineage=LINEAGE, params=params)
+    assert "Against a from-scratch control: pretraining beat scratch on 1 of 1 tasks" in description
+    # A task model's card: its own task's row, not the discriminator's GLUE mean.
+    task_card = _card(with_gain, params, licenses_md, model_name="electra-sst2", kind="glue", task="sst2")
+    assert "| sst2 | 82.0 | 70.0 |" in task_card and "GLUE mean" not in task_card
+    # Without a control the card says so.
+    assert "No scratch control was evaluated" in _card(metrics, params, licenses_md)

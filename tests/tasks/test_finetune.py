@@ -252,6 +252,7 @@ def test_evaluate_writes_metrics_report_and_plots(finetuned, tmp_path, monkeypat
     ecfg = EvaluateConfig(
         finetune_dir=cfg.output_dir, pretrain_dir=str(tmp_path / "pretrain"), data_dir=str(DATA),
         output_dir=str(tmp_path / "eval"), batch_size=16, max_eval_examples=40, device="cpu",
+        scratch_control=False,   # tests/evaluation/test_scratch_control.py runs the control
     )
     logger = RecordingLogger()
     result = evaluate(ecfg, cfg, logger=logger, progress=False, bias=False)
@@ -353,7 +354,8 @@ def test_a_task_evaluated_alone_is_reused_until_its_model_changes(pretrained_dir
                         output_dir=str(tmp_path / "ft"), device="cpu", max_train_examples=16, epochs=1,
                         max_seq_length=32)
     ev = EvaluateConfig(finetune_dir=ft.output_dir, pretrain_dir=str(pretrained_dir.parent), data_dir=str(DATA),
-                        output_dir=str(tmp_path / "ev"), max_eval_examples=24, device="cpu")
+                        output_dir=str(tmp_path / "ev"), max_eval_examples=24, device="cpu",
+                        scratch_control=False)    # the pretrained side's cache; the control's has its own test
     finetune_task(ft, "sst2", progress=False)
     first = evaluate_one("sst2", ev, ft)
     recorded = json.loads(task_result_path(ev, "sst2").read_text())
