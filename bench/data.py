@@ -8,7 +8,9 @@ parent prints a table for people and, as its last line, one JSON object.
     python bench/data.py --scale 4 --workers 1 2 8    # any worker counts, for many-core machines
 
 Throughput compares tokenize+pack on N workers (processes, one tokenizer thread each)
-with the raw ``tokenizers`` ``encode_batch`` on N threads over the same sentences.
+with the raw ``tokenizers`` ``encode_batch`` on N threads over the same sentences, and
+reports the packing's fill (real tokens / (examples x max_seq_length), tokenize's
+``fill_fraction``) and example count.
 Memory rows run on one worker (in the stage's own process); with N workers each
 process holds about that much.
 
@@ -153,9 +155,11 @@ def tokenize_rows(variants: list[tuple[str, Path]], workers: list[int], vocab: s
             tok = {"input_dir": str(shards), "output_dir": str(work / f"tok-{threads}-{name.replace(' ', '-')}"),
                    "vocab_file": vocab, "shard_examples": 100_000, "workers": threads}
             ours = run_child("tokenize", tok, threads)
+            # fill: the share of the packed slots that hold real tokens (tokenize's fill_fraction).
             row = {"step": "tokenize+pack", "corpus": name, "workers": threads,
                    "seconds": round(ours["seconds"], 2), "peak_mib": ours["peak_mib"],
-                   "mb_per_s": round(text_mb / ours["seconds"], 2)}
+                   "mb_per_s": round(text_mb / ours["seconds"], 2), "fill": ours["fill_fraction"],
+                   "examples": ours["train_examples"]}
             if not name.endswith("lines"):
                 raw = run_child("raw", tok, threads)
                 row["tokens_per_s"] = round(raw["tokens"] / ours["seconds"])
@@ -184,12 +188,14 @@ def report(args: argparse.Namespace, corpus_mb: float, rows: list[dict]) -> None
     """The table for people, then one JSON object (with the peak-memory growth ratios) as the last line."""
     print(f"corpus {args.corpus}: {corpus_mb:.1f} MB of text files; growth x{args.scale}; {os.cpu_count()} CPUs")
     keys = ["step", "corpus", "workers", "seconds", "peak_mib", "mb_per_s", "tokens_per_s", "raw_tokens_per_s",
-            "vs_raw", "first_run_seconds", "skipped"]
+            "vs_raw", "fill", "examples", "first_run_seconds", "skipped"]
     print(" | ".join(keys))
     for row in rows:
         print(" | ".join(str(row.get(k, "")) for k in keys))
     by = {(r["step"], r["corpus"], r["workers"]): r for r in rows}
     summary = {"corpus_mb": round(corpus_mb, 2), "scale": args.scale, "rows": rows}
+    if by.get(("tokenize+pack", "1x", 1)):
+        summary["fill_fraction"] = by[("tokenize+pack", "1x", 1)]["fill"]
     for step in ("ingest", "tokenize+pack"):
         base = by.get((step, "1x", 1))
         for how in ("files", "lines"):

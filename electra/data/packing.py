@@ -1,14 +1,15 @@
 """Packing: tokenised sentences into fixed-length pretraining examples.
 
-A document's sentences (token ids, :func:`encoded_documents`) are packed greedily into
-``[CLS] A [SEP] B [SEP]`` examples of at most ``max_seq_length`` tokens, never crossing
-a document (:func:`pack_document`). Pure functions of ids and a seeded random stream:
-the same ids and seed give the same examples.
+A document's sentences (token ids, :func:`encoded_documents`) are packed into
+``[CLS] A [SEP] B [SEP]`` examples filled to ``max_seq_length`` tokens, never crossing a
+document (:func:`pack_document`). Pure functions of ids and a seeded random stream: the
+same ids and seed give the same examples.
 """
 
 from __future__ import annotations
 
 import random
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -21,11 +22,6 @@ class PackedExample:
     token_type_ids: list[int]
 
 
-def _split_long(ids: list[int], limit: int) -> list[list[int]]:
-    """Cut a sentence longer than ``limit`` tokens into pieces (rare: headings, lists)."""
-    return [ids[i : i + limit] for i in range(0, len(ids), limit)]
-
-
 def pack_document(
     sentences: list[list[int]],
     max_seq_length: int,
@@ -35,65 +31,64 @@ def pack_document(
     short_seq_prob: float = 0.1,
     single_segment_prob: float = 0.1,
 ) -> Iterator[PackedExample]:
-    """Pack one document's tokenised sentences into examples, greedily, never crossing documents.
+    """Pack one document's tokenised sentences into full examples, never crossing documents.
 
-    Sentences are added to the current chunk until the next one would overflow the
-    target length (``max_seq_length - 3`` for the special tokens; with probability
-    ``short_seq_prob`` a shorter random target, as ELECTRA does so that the model also
-    sees short inputs). A full chunk is split at a sentence boundary into segments A
-    and B of about equal size (or kept as one segment with ``single_segment_prob``).
+    Each example first draws its shape from ``rng``: one segment (with
+    ``single_segment_prob``, room for ``max_seq_length - 2`` tokens) or two (``- 3``), and
+    a target length, the whole room or, with ``short_seq_prob``, a shorter random one so
+    that the model also sees short inputs (as BERT's and ELECTRA's builders do). Sentences
+    are then added until the target is reached, and the sentence that would overflow is
+    cut to fit, as the original ELECTRA builder does. Every example but the document's
+    last (and the deliberately short ones) is therefore exactly ``max_seq_length`` long.
+
+    The cut sentence's remainder is not dropped (ELECTRA drops it) but starts the next
+    example: on a corpus of a couple of million tokens, dropping the rest of a sentence per
+    example would throw away about a tenth of the text, while starting mid-sentence costs
+    nothing to replaced-token detection or masked LM (there is no next-sentence task that
+    needs segment A to start at a sentence boundary). The same rule splits a sentence
+    longer than an example over as many examples as it needs.
+
+    Pitfall: every draw from ``rng`` happens in the same order whatever the data, so the
+    examples are a function of the ids and the seed only (the unit of work seeds ``rng``).
     """
-    budget = max_seq_length - 3
-
-    def new_target() -> int:
-        if rng.random() < short_seq_prob:
-            return rng.randint(2, budget)
-        return budget
-
-    pieces: list[list[int]] = []
-    for ids in sentences:
-        if len(ids) > budget:
-            pieces.extend(_split_long(ids, budget))
-        elif ids:
-            pieces.append(ids)
-    target = new_target()
-    chunk: list[list[int]] = []
-    size = 0
-    for piece in pieces:
-        if chunk and size + len(piece) > target:
-            yield _make_example(chunk, budget, cls_id, sep_id, rng, single_segment_prob)
-            chunk, size, target = [], 0, new_target()
-        chunk.append(piece)
-        size += len(piece)
-    if chunk:
-        yield _make_example(chunk, budget, cls_id, sep_id, rng, single_segment_prob)
+    budget = max_seq_length - 3          # tokens left for A and B beside [CLS] A [SEP] B [SEP]
+    queue = deque(ids for ids in sentences if ids)
+    while queue:
+        # 1. The example's shape: one or two segments, and its target length in tokens.
+        single = rng.random() < single_segment_prob
+        room = budget + 1 if single else budget
+        target = rng.randint(min(2, room), room) if rng.random() < short_seq_prob else room
+        # 2. Whole sentences up to the target; the one that overflows is cut, its rest
+        #    goes back to the front of the queue to start the next example.
+        chunk: list[list[int]] = []
+        size = 0
+        while queue and size < target:
+            piece = queue.popleft()
+            fits = target - size
+            if len(piece) > fits:
+                queue.appendleft(piece[fits:])
+                piece = piece[:fits]
+            chunk.append(piece)
+            size += len(piece)
+        # 3. Split into segments at a sentence boundary and add the special tokens.
+        yield _make_example(chunk, single, cls_id, sep_id)
 
 
-def _make_example(
-    chunk: list[list[int]], budget: int, cls_id: int, sep_id: int, rng: random.Random,
-    single_segment_prob: float,
-) -> PackedExample:
-    total = sum(len(p) for p in chunk)
+def _make_example(chunk: list[list[int]], single: bool, cls_id: int, sep_id: int) -> PackedExample:
+    """``[CLS] A [SEP] B [SEP]`` from a chunk of sentences (the last maybe cut), A ending at
+    the first sentence boundary where it holds at least half the tokens; ``[CLS] A [SEP]``
+    when ``single`` or when the chunk is one sentence (no boundary to split at)."""
     split = len(chunk)
-    if len(chunk) > 1 and rng.random() >= single_segment_prob:
-        # First boundary at which segment A holds at least half of the tokens.
+    if not single and len(chunk) > 1:
+        total = sum(len(p) for p in chunk)
         running = 0
         for i, piece in enumerate(chunk[:-1]):
             running += len(piece)
+            split = i + 1
             if running * 2 >= total:
-                split = i + 1
                 break
-        else:
-            split = len(chunk) - 1
     seg_a = [t for p in chunk[:split] for t in p]
     seg_b = [t for p in chunk[split:] for t in p]
-    # A chunk can exceed the budget by one sentence only when it is a single piece
-    # that already fits; trimming here keeps the invariant len <= max_seq_length.
-    overflow = len(seg_a) + len(seg_b) - budget
-    if overflow > 0:
-        seg_b = seg_b[: max(0, len(seg_b) - overflow)]
-        if len(seg_a) + len(seg_b) > budget:
-            seg_a = seg_a[:budget]
     ids = [cls_id, *seg_a, sep_id]
     types = [0] * len(ids)
     if seg_b:

@@ -8,7 +8,7 @@ Output layout (``tokenize.output_dir``)::
     train/token_type_ids-UUUUU-PPP.npy    (N, max_seq_length) segment ids (0 for A, 1 for B)
     train/lengths-UUUUU-PPP.npy           (N,) real lengths
     validation/...                        the same for the held-out documents
-    summary.json                          counts, shapes, dtypes, hashes
+    summary.json                          counts, fill_fraction (real tokens / slots), shapes, dtypes, hashes
 
 ``UUUUU`` is the input (ingest) shard, the unit of parallel work, and ``PPP`` the part
 of its output (``shard_examples`` rows each). The ``.npy`` files open as memory maps
@@ -324,6 +324,11 @@ def _run_units(cfg: TokenizeConfig, jobs: list[UnitJob], workers: int,
     return kept, reused
 
 
+def _fill_fraction(counts: dict, max_seq_length: int) -> float:
+    """Real tokens / (examples x ``max_seq_length``): 1.0 when no slot is padding."""
+    return round(counts["tokens"] / (counts["examples"] * max_seq_length), 4) if counts["examples"] else 0.0
+
+
 def _write_output(cfg: TokenizeConfig, tokenizer, kept: list[tuple[dict, Path]], cache: Path,
                   run: dict, started: float) -> dict:
     """The output folder: the tokenizer, each split merged from the kept units, and
@@ -336,6 +341,8 @@ def _write_output(cfg: TokenizeConfig, tokenizer, kept: list[tuple[dict, Path]],
             for split in SPLITS
         }
         documents = sum(u["documents"] for u, _ in kept)
+        for counts in splits.values():
+            counts["fill_fraction"] = _fill_fraction(counts, cfg.max_seq_length)
         if splits["train"]["examples"] == 0:
             raise ValueError(f"{cfg.input_dir}: the corpus produced no training examples")
         if splits["validation"]["examples"] == 0:
@@ -352,6 +359,8 @@ def _write_output(cfg: TokenizeConfig, tokenizer, kept: list[tuple[dict, Path]],
             "special_ids": {"cls": tokenizer.cls_token_id, "sep": tokenizer.sep_token_id,
                             "pad": tokenizer.pad_token_id, "mask": tokenizer.mask_token_id},
             "splits": splits,
+            # The share of the training slots that hold real tokens (not [PAD]): what a step computes on.
+            "fill_fraction": splits["train"]["fill_fraction"],
             "documents": documents,
             "input_shards": len(kept),
         }
@@ -395,6 +404,7 @@ def tokenize(cfg: TokenizeConfig, progress: bool = True) -> dict:
         "train_examples": splits["train"]["examples"],
         "validation_examples": splits["validation"]["examples"],
         "train_tokens": splits["train"]["tokens"],
+        "fill_fraction": summary["fill_fraction"],
         "vocab_size": len(tokenizer),
         "units_reused": reused,
         "content_hash": summary["content_hash"],

@@ -88,7 +88,7 @@ documents = st.lists(st.lists(st.integers(min_value=1000, max_value=30000), min_
 
 @FAST
 @given(documents, st.integers(min_value=5, max_value=128), st.integers(0, 2**32 - 1),
-       st.floats(0, 1), st.floats(0, 1))
+       st.one_of(st.just(0.0), st.floats(0, 1)), st.floats(0, 1))
 def test_packed_examples_fit_and_keep_the_document_order(sentences, max_len, seed, short_prob, single_prob):
     examples = list(pack_document(sentences, max_len, CLS, SEP, random.Random(seed), short_prob, single_prob))
     document = [t for s in sentences for t in s]
@@ -101,6 +101,12 @@ def test_packed_examples_fit_and_keep_the_document_order(sentences, max_len, see
         # The tokens come from this document only, in its order (never crossing, never shuffled).
         for token in (t for t in ids if t not in (CLS, SEP)):
             position = document.index(token, position) + 1
+    # Nothing is dropped: a cut sentence's rest starts the next example.
+    assert [t for ex in examples for t in ex.input_ids if t not in (CLS, SEP)] == document
+    if short_prob == 0:
+        # Full fill: every example but the last is max_len long (max_len - 1 when the chunk
+        # is one piece of a two-segment example: no sentence boundary to put a second [SEP] at).
+        assert all(len(ex.input_ids) >= max_len - 1 for ex in examples[:-1])
     if document:
         assert examples
 
