@@ -163,6 +163,9 @@ class PretrainOutput:
     is_replaced: torch.Tensor | None      # [B, L] discriminator labels (1 = replaced)
     disc_predictions: torch.Tensor | None  # [B, L] discriminator says "replaced"
     active: torch.Tensor                  # [B, L] non-padding positions
+    # For the validation's learning metrics (electra/pretraining/learning.py), detached:
+    disc_logits: torch.Tensor | None = None    # [B, L] the discriminator's logits (None for mlm)
+    encoder_hidden: torch.Tensor | None = None  # [B, L, H] final states of the encoder that is exported
 
 
 class ElectraPretrainer(nn.Module):
@@ -259,6 +262,7 @@ class ElectraPretrainer(nn.Module):
                 generator_loss_sum=generator_loss_sum,
                 discriminator_loss_sum=torch.zeros((), device=input_ids.device), active_count=active_count,
                 is_replaced=None, disc_predictions=None, active=active,
+                encoder_hidden=gen_hidden.detach(),  # mlm exports this encoder as its discriminator
             )
 
         # 3. Sample replacements from the generator (Gumbel-max over fp32 logits, no grad).
@@ -272,9 +276,12 @@ class ElectraPretrainer(nn.Module):
         is_replaced = (corrupted != input_ids) & active                     # [B, L]
 
         # 5. Discriminator: per-token "was this replaced?" over every non-padding token.
-        disc_logits = self.discriminator(
+        #    The encoder and the head called apart, as ElectraForPreTraining.forward does:
+        #    the final hidden states are kept for the validation's representation metrics.
+        disc_hidden = self.discriminator.electra(
             corrupted, attention_mask=attention_mask, token_type_ids=token_type_ids
-        ).logits                                                            # [B, L]
+        ).last_hidden_state                                                 # [B, L, H]
+        disc_logits = self.discriminator.discriminator_predictions(disc_hidden)  # [B, L]
         discriminator_loss_sum = F.binary_cross_entropy_with_logits(
             disc_logits[active].float(), is_replaced[active].float(), reduction="sum"
         )
@@ -286,7 +293,8 @@ class ElectraPretrainer(nn.Module):
             loss=loss, generator_loss=generator_loss, discriminator_loss=discriminator_loss,
             generator_correct=generator_correct, masked_count=masked_count,
             generator_loss_sum=generator_loss_sum, discriminator_loss_sum=discriminator_loss_sum,
-            active_count=active_count, is_replaced=is_replaced, disc_predictions=(disc_logits.detach() > 0) & active, active=active,
+            active_count=active_count, is_replaced=is_replaced, disc_predictions=(disc_logits.detach() > 0) & active,
+            active=active, disc_logits=disc_logits.detach(), encoder_hidden=disc_hidden.detach(),
         )
 
     def discriminator_for_export(self) -> ElectraForPreTraining:

@@ -11,9 +11,11 @@ Output layout (``pretrain.output_dir``)::
     generator/          ElectraForMaskedLM + tokenizer
     checkpoints/        step-0000100/{model.safetensors,trainer_state.pt} (resume)
     snapshots/          step-NNNNNNN/: the discriminator at each of pretrain.snapshot_steps
-    history.csv         the logged training curve (for ``dvc plots``)
+    history.csv         the logged curve (for ``dvc plots``): training columns, and the
+                        validation's (``val_*``: loss, replaced-token AUC, information
+                        gain, generator perplexity, effective rank, ...) at each log step
     metrics.json        final train and validation numbers (for ``dvc metrics``)
-    result.json         what the later stages need (paths, hashes, numbers)
+    result.json         what the later stages need (paths, hashes, numbers; ``collapse``)
 
 Re-running the same command after a kill resumes from the newest checkpoint
 whose configuration matches; the data order and masking are functions of the
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import logging
 import signal
 import sys
 import threading
@@ -44,10 +47,14 @@ from electra.core.tracking import MetricLogger, NullLogger
 from electra.data.packed import PackedDataset
 from electra.pretraining.batches import BatchPrefetcher, make_batch, row_generators, training_batches
 from electra.pretraining.checkpoint import CheckpointFolder, Checkpointer, Resumed, resume_key
+from electra.pretraining.corpus import check_corpus_size, corpus_tokens
 from electra.pretraining.distributed import (Distributed, any_rank, barrier, global_mean_loss, gradient_sync,
                                              place_process, wrap_for_training)
 from electra.pretraining.flops import matmul_flops_per_s, training_flops_per_token
+from electra.pretraining.learning import ValidationProbe, collapse_warning
 from electra.pretraining.model import ElectraPretrainer
+
+log = logging.getLogger(__name__)
 
 # The pretraining schedule: warm-up then linear decay to 0 at max_steps.
 linear_schedule = linear_warmup_decay
@@ -91,7 +98,7 @@ def pretrain(cfg: PretrainConfig, logger: MetricLogger | None = None, progress: 
             if step in cfg.snapshot_steps and run.ctx.is_main:
                 save_snapshot(run, step)
             if step % cfg.log_every == 0 or step == cfg.max_steps:
-                history.append(log_window(run, window, step, policy.skipped, grad_norm))
+                history.append(log_step(run, window, step, policy.skipped, grad_norm))
             ticker.update(step, history)
             stopping = any_rank(stop.is_set(), run.ctx)
             if step % cfg.checkpoint_every == 0 or stopping:
@@ -109,12 +116,13 @@ def pretrain(cfg: PretrainConfig, logger: MetricLogger | None = None, progress: 
     barrier(run.ctx)
     if not run.ctx.is_main:
         return {"output_dir": str(run.out_dir), "rank": run.ctx.rank, "steps": step}
-    validation = validate(run) if run.valid_set else {}
-    if validation:
-        run.logger.log_metrics({f"validation/{k}": v for k, v in validation.items()}, step=step)
+    validation = final_validation(run, history, step)
+    collapse = collapse_warning(validation, cfg.model.hidden_size)
+    if collapse:
+        log.warning("pretrain: %s", collapse)
     hashes = export_models(run)
     metrics = write_curves(run.out_dir, history, validation, step)
-    result = _result(run, step, hashes, metrics, resumed, train_seconds)
+    result = {**_result(run, step, hashes, metrics, resumed, train_seconds), "collapse": collapse}
     write_json(run.out_dir / "result.json", result)
     return result
 
@@ -201,6 +209,9 @@ def _load_data(cfg: PretrainConfig) -> tuple[Any, PackedDataset, PackedDataset |
     except FileNotFoundError:
         valid_set = None
     summary = read_json(input_dir / "summary.json")
+    # Before anything is built: a schedule that would read this corpus dozens of times stops here.
+    check_corpus_size(cfg, corpus_tokens(summary, len(train_set), train_set.max_seq_length),
+                      train_set.max_seq_length)
     if train_set.max_seq_length > cfg.model.max_position_embeddings:
         raise ValueError(
             f"{input_dir}: examples are {train_set.max_seq_length} tokens long but "
@@ -396,6 +407,22 @@ def log_window(run: Run, window: MetricsWindow, step: int, skipped: int, grad_no
     return row
 
 
+def log_step(run: Run, window: MetricsWindow, step: int, skipped: int, grad_norm: torch.Tensor) -> dict[str, float]:
+    """The log row at ``step``: the training window's, then (rank 0) the validation's as ``val_*`` columns.
+
+    Validation leaves the training streams alone: it masks and samples with its own
+    generator, and in eval mode dropout draws nothing from the global RNG, so the
+    training curve is the one a run without it draws (the golden-curve test pins that).
+    """
+    row = log_window(run, window, step, skipped, grad_norm)
+    validation = validate(run) if run.ctx.is_main else {}
+    if validation:
+        run.logger.log_metrics({f"validation/{k}": v for k, v in validation.items()}, step=step)
+        row.update({f"{VALIDATION_PREFIX}{k}": v for k, v in validation.items()})
+    window.reset()   # the validation's time is not training throughput
+    return row
+
+
 class Progress:
     """A bar on a terminal; elsewhere (DVC, CI, a worker's log) a line every few seconds."""
 
@@ -426,15 +453,26 @@ def save_snapshot(run: Run, step: int) -> None:
         run.tokenizer.save_pretrained(tmp)
 
 
+# The validation's columns in history.csv: val_loss, val_replaced_auc, ...
+VALIDATION_PREFIX = "val_"
+
+
 @torch.no_grad()
 def validate(run: Run) -> dict[str, float]:
-    """Objective metrics on the first ``eval_batches`` validation batches, with fixed masking."""
+    """Objective and learning metrics on the first ``eval_batches`` validation batches.
+
+    The same batches, masking and replacements every time (a generator seeded afresh),
+    so successive log steps measure the model, not the draw. Besides the training
+    metrics it gives the learning metrics of ``learning.py``: replaced-token AUC and
+    information gain at non-pad, non-special positions, the generator's perplexity, and
+    the exported encoder's effective rank and mean token cosine over non-pad tokens.
+    """
     cfg, dataset = run.cfg, run.valid_set
-    if cfg.eval_batches == 0 or len(dataset) == 0:
+    if dataset is None or cfg.eval_batches == 0 or len(dataset) == 0:
         return {}
     run.model.eval()
     rng = torch.Generator(device=run.device).manual_seed(cfg.seed + 1)
-    rows = []
+    rows, probe = [], ValidationProbe(cfg.model.hidden_size)
     for b in range(cfg.eval_batches):
         idx = np.arange(b * cfg.batch_size, min(len(dataset), (b + 1) * cfg.batch_size))
         if len(idx) == 0:
@@ -443,8 +481,22 @@ def validate(run: Run) -> dict[str, float]:
         with run.autocast():
             out = run.model(**batch, generator=rng)
         rows.append(step_metrics(out))
+        # [CLS] and [SEP] are never replaced: scoring them would inflate the AUC for free.
+        probe.add(out, scored=out.active & ~run.model.special_mask(batch["input_ids"]))
     run.model.train()
-    return average(rows)
+    return {**average(rows), **probe.metrics()}
+
+
+def final_validation(run: Run, history: list[dict[str, float]], step: int) -> dict[str, float]:
+    """The validation of the exported weights: the last log row's when it is of ``step``
+    (every run logs its last step), else (a history without them) measured now and logged."""
+    last = history[-1] if history else {}
+    if last.get("step") == step and any(k.startswith(VALIDATION_PREFIX) for k in last):
+        return {k[len(VALIDATION_PREFIX):]: v for k, v in last.items() if k.startswith(VALIDATION_PREFIX)}
+    validation = validate(run)
+    if validation:
+        run.logger.log_metrics({f"validation/{k}": v for k, v in validation.items()}, step=step)
+    return validation
 
 
 def export_models(run: Run) -> dict[str, str]:
@@ -469,7 +521,8 @@ def write_curves(out_dir: Path, history: list[dict[str, float]], validation: dic
         writer.writeheader()
         writer.writerows(history)
     last = history[-1] if history else {}
-    final_train = average([{k: v for k, v in r.items() if k != "step"} for r in history[-3:]]) if history else {}
+    final_train = average([{k: v for k, v in r.items() if k != "step" and not k.startswith(VALIDATION_PREFIX)}
+                           for r in history[-3:]]) if history else {}
     metrics = {
         "train": final_train,
         "validation": validation,

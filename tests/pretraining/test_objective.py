@@ -241,3 +241,15 @@ def test_per_row_generators_make_each_example_independent_of_its_batch():
     assert torch.allclose(whole.generator_loss_sum, total, rtol=1e-5)
     assert torch.allclose(whole.discriminator_loss_sum, sum(h.discriminator_loss_sum for h in halves), rtol=1e-5)
     assert whole.masked_count == sum(h.masked_count for h in halves)
+
+
+def test_outputs_carry_the_discriminator_logits_and_final_states():
+    """The validation's learning metrics read these: logits that give the predictions, and
+    the encoder's final hidden states (the discriminator's; for mlm the one encoder's)."""
+    model = tiny_model().eval()
+    out = model(**batch(), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out.disc_predictions, (out.disc_logits > 0) & out.active)
+    assert out.encoder_hidden.shape == (*out.active.shape, 32) and not out.encoder_hidden.requires_grad
+    mlm = tiny_model(objective="mlm").eval()
+    out = mlm(**batch(), generator=torch.Generator().manual_seed(0))
+    assert out.disc_logits is None and out.encoder_hidden.shape == (*out.active.shape, 32)
