@@ -95,7 +95,7 @@ class TokenizeConfig(_Frozen):
     vocab_size: int = Field(default=30522, ge=100)
     lowercase: bool = True
     max_seq_length: int = Field(default=128, ge=8)
-    short_seq_prob: float = Field(default=0.1, ge=0.0, le=1.0)
+    short_seq_prob: float = Field(default=0.05, ge=0.0, le=1.0)
     validation_fraction: float = Field(default=0.02, gt=0.0, lt=1.0)
     shard_examples: int = Field(default=100_000, ge=1)
     max_examples: int | None = Field(default=None, ge=1)
