@@ -343,3 +343,15 @@ def test_eec_missing_column(tmp_path, classifier_dir):
     bad.write_text("ID,Sentence,Template,Person,Gender\n1,x,y,z,male\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"eec_bad\.csv.*Race"):
         bias.eec(classifier_dir, bad, progress=False)
+
+
+def test_a_missing_model_folder_is_named_not_taken_for_a_hub_id(tmp_path):
+    """from_pretrained would read the path as a hub repo id ("Repo id must be in the form")."""
+    import torch
+
+    from electra.evaluation.bias import common
+
+    with pytest.raises(FileNotFoundError, match="no masked LM .* evaluate.pretrain_dir"):
+        common._load_masked_lm(tmp_path / "pretrain" / "generator", torch.device("cpu"))
+    with pytest.raises(FileNotFoundError, match="no discriminator"):
+        common._load_discriminator(tmp_path / "pretrain" / "discriminator", torch.device("cpu"))

@@ -116,6 +116,14 @@ def _prepare(model: Any, device: torch.device) -> Any:
     return model.to(device).float().eval()
 
 
+def _require_folder(model_dir: str | Path, what: str) -> None:
+    """A clear error for a model folder that is not there: ``from_pretrained`` would take the
+    path for a Hugging Face hub id and fail with "Repo id must be in the form ..."."""
+    if not Path(model_dir).is_dir():
+        raise FileNotFoundError(f"{model_dir}: no {what} here (evaluate reads it from evaluate.pretrain_dir; "
+                                "run pretrain first, or point evaluate.pretrain_dir at a pretraining run's folder)")
+
+
 def _check_heads(model_dir: str | Path, info: dict[str, Any], what: str) -> None:
     """Refuse a checkpoint whose head was freshly initialised (e.g. a generator loaded as a discriminator).
 
@@ -132,6 +140,7 @@ def _load_masked_lm(model_dir: str | Path, device: torch.device):
     """The generator (any HF masked LM) and its tokenizer (kept separate so tests can substitute)."""
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
+    _require_folder(model_dir, "masked LM (the generator)")
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     model, info = AutoModelForMaskedLM.from_pretrained(str(model_dir), output_loading_info=True)
     _check_heads(model_dir, info, "masked LM (the generator)")
@@ -142,6 +151,7 @@ def _load_discriminator(model_dir: str | Path, device: torch.device):
     """The ELECTRA discriminator (``ElectraForPreTraining``) and its tokenizer."""
     from transformers import AutoTokenizer, ElectraForPreTraining
 
+    _require_folder(model_dir, "discriminator")
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     model, info = ElectraForPreTraining.from_pretrained(str(model_dir), output_loading_info=True)
     _check_heads(model_dir, info, "replaced-token-detection model (the discriminator)")
