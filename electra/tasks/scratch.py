@@ -89,15 +89,28 @@ def recipe_values(ft: FinetuneConfig, task: str) -> dict[str, Any]:
 
 # --- the gain ----------------------------------------------------------------------------
 
+def _occurrence_keys(impl: Task, rows: Sequence[Mapping]) -> list[tuple[str, int]]:
+    """Each row's key with its occurrence number: a dev set may hold the same example twice
+    (WNUT-17's dev has repeated sentences), and both copies must pair up."""
+    seen: dict[str, int] = {}
+    keys = []
+    for row in rows:
+        key = impl.row_key(row)
+        seen[key] = seen.get(key, 0) + 1
+        keys.append((key, seen[key]))
+    return keys
+
+
 def _aligned(impl: Task, pretrained: Sequence[Mapping], scratch: Sequence[Mapping]) -> list[Mapping]:
     """``scratch``'s rows in the order of ``pretrained``'s; ValueError when they are not the
     same dev examples with the same gold answers (they were evaluated on one list)."""
-    by_key = {impl.row_key(r): r for r in scratch}
-    missing = [impl.row_key(r) for r in pretrained if impl.row_key(r) not in by_key]
+    by_key = dict(zip(_occurrence_keys(impl, scratch), scratch, strict=True))
+    wanted = _occurrence_keys(impl, pretrained)
+    missing = [k for k in wanted if k not in by_key]
     if missing or len(by_key) != len(pretrained):
         raise ValueError(f"{impl.name}: the scratch control was evaluated on other dev examples "
-                         f"({len(missing)} of {len(pretrained)} missing)")
-    ordered = [by_key[impl.row_key(r)] for r in pretrained]
+                         f"({len(missing)} of {len(pretrained)} missing, {len(by_key)} scored)")
+    ordered = [by_key[k] for k in wanted]
     if any(impl.row_gold(a) != impl.row_gold(b) for a, b in zip(pretrained, ordered, strict=True)):
         raise ValueError(f"{impl.name}: the scratch control's dev examples have other gold answers")
     return ordered

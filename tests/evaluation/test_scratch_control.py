@@ -113,3 +113,18 @@ def test_no_scratch_control_when_it_is_off(pretrained_micro, tmp_path):
     assert not (Path(params.evaluate.output_dir) / "scratch").exists()
     report = (Path(params.evaluate.output_dir) / "report" / "report.md").read_text()
     assert "No scratch control was run" in report
+
+
+def test_a_dev_set_with_a_repeated_example_pairs_both_copies():
+    """WNUT-17's dev set repeats sentences: the gain pairs each copy with its own twin."""
+    from electra.tasks.base import task_named
+    from electra.tasks.scratch import _aligned
+
+    ner = task_named("ner")
+    rows = [{"tokens": ["hi", "there"], "gold": ["O", "O"], "pred": ["O", "O"]},
+            {"tokens": ["paris"], "gold": ["B-location"], "pred": ["O"]},
+            {"tokens": ["hi", "there"], "gold": ["O", "O"], "pred": ["O", "B-person"]}]
+    scratch = [rows[1], rows[0], rows[2]]
+    assert _aligned(ner, rows, scratch) == rows
+    with pytest.raises(ValueError, match="other dev examples"):
+        _aligned(ner, rows, rows[:2])
