@@ -66,12 +66,14 @@ def test_micro_pipeline_through_the_cli_registers_a_discriminator(tmp_path, mlfl
                 "bias.stereoset.generator.lms", "bias.stereoset.discriminator.ss", "bias.eec.gender.mean_abs_gap"):
         assert key in evaluate_run.data.metrics, key
     assert {"plots", "report"} <= {a.path for a in client.list_artifacts(evaluate_run.info.run_id)}
-    # One nested run per task and seed under the evaluate and finetune stage runs.
-    for stage in ("finetune", "evaluate"):
+    # One nested run per task and seed under the evaluate and finetune stage runs; under
+    # evaluate also one per task for its from-scratch control.
+    trained = ("sst2", "mrpc", "rte", "cola", "stsb", "qa", "ner")
+    for stage, extra in (("finetune", set()), ("evaluate", {f"{t}/scratch" for t in trained})):
         parent = results[stage]["mlflow_run_id"]
         children = client.search_runs([evaluate_run.info.experiment_id],
                                       filter_string=f"tags.mlflow.parentRunId = '{parent}'")
-        assert {r.info.run_name for r in children} == {f"{t}/seed-1234" for t in ("sst2", "mrpc", "rte", "cola", "stsb", "qa", "ner")}
+        assert {r.info.run_name for r in children} == {f"{t}/seed-1234" for t in trained} | extra
 
     # The registered discriminator loads back and scores tokens.
     import mlflow.pyfunc
