@@ -23,7 +23,7 @@ import torch
 
 from electra.core.runtime import resolve_device
 from electra.core.stats import paired_bootstrap_ci
-from electra.evaluation.bias import common
+import electra.evaluation.bias.common as common
 from electra.evaluation.bias.common import (CONFIDENCE, by_length_batches, check_args, finite_or_none,
                                             json_interval, longest_input, pad, progress_bar, read_csv)
 
