@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,15 +28,85 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+# bf16 is chosen on a CPU only when its matmul beats fp32 by this factor: a near tie is
+# noise, and flipping between runs would make results machine-noise dependent.
+CPU_BF16_MIN_SPEEDUP = 1.25
+
+
+@functools.cache
+def cpu_bf16_speedup(n: int = 1024, repeats: int = 3) -> float:
+    """fp32 time over bf16-autocast time of an ``n``^3 matmul on this CPU (best of ``repeats``).
+
+    Flags alone do not say it: bf16 was 4x slower than fp32 on one earlier machine (no
+    native bf16, emulated) and 6x faster on one with AMX. Measured once per process
+    (about 50 ms on an AMX core, a second or so where bf16 is emulated).
+    """
+    gen = torch.Generator().manual_seed(0)  # its own generator: the global RNG is not touched
+    a = torch.randn(n, n, generator=gen)
+    b = torch.randn(n, n, generator=gen)
+
+    def best(dtype: torch.dtype | None) -> float:
+        times = []
+        for _ in range(repeats + 1):  # the first run warms the kernels up and is dropped
+            start = time.perf_counter()
+            with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+                a @ b
+            times.append(time.perf_counter() - start)
+        return min(times[1:])
+
+    return best(None) / best(torch.bfloat16)
+
+
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for fp32 (``auto``: bf16 only where the hardware has it)."""
+    """The autocast dtype, or None for fp32.
+
+    ``bf16`` and ``fp32`` are honoured as given. ``auto``: bf16 on a CUDA device that
+    supports it; on a CPU, bf16 only where :func:`cpu_bf16_speedup` measures it at least
+    :data:`CPU_BF16_MIN_SPEEDUP` times faster than fp32.
+    """
     if precision == "fp32":
         return None
     if precision == "bf16":
         return torch.bfloat16
+    if precision != "auto":
+        raise ValueError(f"precision must be auto, bf16 or fp32, got {precision!r}")
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    return torch.bfloat16 if cpu_has_bf16() else None
+    if device.type != "cpu":
+        return None
+    return torch.bfloat16 if cpu_bf16_speedup() >= CPU_BF16_MIN_SPEEDUP else None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
+    """Autocast to ``dtype`` on ``device`` (``resolve_precision``'s answer); None: plain fp32."""
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
+def enable_tf32() -> bool:
+    """Let fp32 matmuls and convolutions use TF32 tensor cores on CUDA (Ampere and later).
+
+    What autocast leaves in fp32 (the losses, the optimizer, a run with precision fp32)
+    then runs at tensor-core speed with a 10-bit mantissa, as the reference
+    implementations train. A no-op without CUDA; returns whether it was set.
+    """
+    if not torch.cuda.is_available():
+        return False
+    matmul = torch.backends.cuda.matmul
+    if hasattr(matmul, "fp32_precision"):  # torch >= 2.9: the allow_tf32 flags are deprecated
+        matmul.fp32_precision = "tf32"
+        torch.backends.cudnn.conv.fp32_precision = "tf32"
+    else:
+        matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return True
+
+
+def tf32_enabled() -> bool:
+    """Whether CUDA fp32 matmuls may use TF32 now (see :func:`enable_tf32`)."""
+    matmul = torch.backends.cuda.matmul
+    if hasattr(matmul, "fp32_precision"):
+        return matmul.fp32_precision == "tf32"
+    return bool(matmul.allow_tf32)
 
 
 def linear_warmup_decay(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
