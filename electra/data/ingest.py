@@ -6,8 +6,8 @@ Output layout (``ingest.output_dir``)::
     manifest.json         counts, hashes, per-source counts, per-file encodings, skipped files and why
 
 What it reads, and how, lives beside it: the sources (files, folders, globs, compressed
-files, JSON Lines, ``hf:`` datasets) in :mod:`electra.data.sources`, encodings in
-:mod:`electra.data.decoding`, normalisation and sentence splitting in
+files, JSON Lines, ``hf:`` datasets, a task's ``tsv:`` train text) in
+:mod:`electra.data.sources`, encodings in :mod:`electra.data.decoding`, normalisation and sentence splitting in
 :mod:`electra.data.text`, duplicates in :mod:`electra.data.dedup`, the shards in
 :mod:`electra.data.shards`. This module is the stage: the unit of work and the assembly.
 
@@ -28,7 +28,14 @@ JSON Lines records) leaves nothing of that file behind.
 
 JSON Lines: the whole file is skipped when more than ``ingest.max_bad_record_fraction`` of
 its records are bad: past that, the file is a broken export or the field is misnamed, and
-training on what is left would be a silent mistake.
+training on what is left would be a silent mistake. The rows of a ``tsv:`` task file with
+too few columns are bad records in the same way.
+
+Task-adaptive pretraining: a ``tsv:`` source adds the unlabelled text of a fine-tuning
+task's *train* file (its named columns; never labels, never a dev or test file, which
+:func:`~electra.data.sources.parse_tsv_source` refuses). The manifest's ``task_text`` lists
+each such file: path, columns, rows read, what was kept, its sha256. Its cache entry is keyed
+by the columns too, so a changed ``columns=`` reads the file again.
 
 Every file found is either kept or recorded as skipped with a reason: unreadable
 (vanished, no permission, corrupt compressed data: truncated or garbled anywhere, in any
@@ -58,15 +65,19 @@ from electra.data.dedup import Deduplicator, NearDuplicates
 from electra.data.shards import ShardWriter, content_hash, shard_documents
 from electra.data.sources import (
     HF_PREFIX,
+    TSV_PREFIX,
     BadRecords,
     IngestError,
+    TsvSource,
     compression_of,
     hf_texts,
     is_jsonl,
     jsonl_texts,
     outside_corpus,
+    parse_tsv_source,
     resolve_sources,
     source_root,
+    tsv_documents,
 )
 from electra.data.text import (
     normalize_text,
@@ -95,6 +106,7 @@ class SourceFile:
     skipped: str | None = None
     sha256: str | None = None
     bad_records: dict | None = None
+    rows: int | None = None     # a tsv: file's rows read (bad ones included)
 
 
 @dataclass
@@ -128,20 +140,25 @@ class IngestStats:
 class FileJob:
     """What one worker needs to turn one input into documents: plain, picklable values only."""
 
-    path: str                  # a file, or "hf:<dataset>[?name=..&split=..]"
+    path: str                  # a file, "hf:<dataset>[?name=..&split=..]" or "tsv:<file>?columns=.."
     cache_dir: str
     version: str               # hash of the params and code the documents depend on
     cfg: IngestConfig
 
 
-def _documents_of(job: FileJob, path: Path, scan: FileScan, bad: BadRecords | None) -> Iterator[list[str]]:
+def _documents_of(job: FileJob, path: Path, scan: FileScan, bad: BadRecords | None,
+                  tsv: TsvSource | None = None) -> Iterator[list[str]]:
     """The file's documents as lists of normalised, filtered sentences (short ones included);
-    a JSON Lines file's bad records are counted in ``bad``."""
+    a JSON Lines file's bad records (a TSV file's short rows) are counted in ``bad``."""
     cfg = job.cfg
     separator = re.compile(cfg.doc_separator_regex) if cfg.doc_separator_regex else None
     if job.path.startswith(HF_PREFIX):
         documents = (paragraphs for body in hf_texts(job.path, cfg.jsonl_text_field)
                      for paragraphs in split_documents(normalize_text(body), separator))
+    elif tsv is not None and bad is not None:
+        # Split on tabs first: normalisation drops control characters, tabs among them.
+        documents = ([p for cell in cells if (p := normalize_text(cell).strip())]
+                     for cells in tsv_documents(split_lines(decoded_blocks(path, scan)), tsv, bad))
     else:
         texts = decoded_blocks(path, scan)
         if bad is not None:
@@ -189,7 +206,8 @@ def ingest_file(job: FileJob) -> dict:
     """
     cache = Path(job.cache_dir)
     hf = job.path.startswith(HF_PREFIX)
-    path = Path(job.path)
+    tsv = parse_tsv_source(job.path) if job.path.startswith(TSV_PREFIX) else None
+    path = tsv.path if tsv else Path(job.path)
     if hf:
         # A streamed dataset has no content hash to key it by: it is read every run.
         digest, scan = None, FileScan(encoding="utf-8")
@@ -199,7 +217,9 @@ def ingest_file(job: FileJob) -> dict:
             digest = sha256_file(path)
         except OSError as exc:   # vanished since it was listed, not readable
             return {"skipped": f"unreadable: {exc.strerror or exc}", "reused": False}
-        key = "file-" + hashlib.sha256(f"{job.version}:{digest}".encode()).hexdigest()[:24]
+        # A tsv: file's documents depend on its columns too: a changed columns= reads it again.
+        spec = f":{tsv.key()}" if tsv else ""
+        key = "file-" + hashlib.sha256(f"{job.version}:{digest}{spec}".encode()).hexdigest()[:24]
         meta = cache / f"{key}.json"
         if meta.is_file():
             return {**read_json(meta), "reused": True}
@@ -207,11 +227,11 @@ def ingest_file(job: FileJob) -> dict:
         scan = scan_source(path, job.cfg.min_encoding_confidence)
         if scan.skipped:
             return {"skipped": scan.skipped, "sha256": digest, "reused": False}
-    bad = BadRecords() if not hf and is_jsonl(path) else None
+    bad = BadRecords() if tsv or (not hf and is_jsonl(path)) else None
     short = documents = 0
     try:
         with atomic_open(cache / f"{key}.txt", "w", encoding="utf-8") as handle:
-            for sentences in _documents_of(job, path, scan, bad):
+            for sentences in _documents_of(job, path, scan, bad, tsv):
                 if not sentences or sum(len(s) for s in sentences) < job.cfg.min_document_chars:
                     short += 1
                     continue
@@ -220,7 +240,8 @@ def ingest_file(job: FileJob) -> dict:
             if bad is not None and (reason := _too_many_bad(bad, job.cfg.max_bad_record_fraction)):
                 raise _FileRejected(reason)
     except _FileRejected as exc:
-        return {"skipped": str(exc), "sha256": digest, "bad_records": bad.summary(), "reused": False}
+        return {"skipped": str(exc), "sha256": digest, "bad_records": bad.summary(), "reused": False,
+                **({"rows": bad.records} if tsv else {})}
     except (OSError, UnicodeDecodeError, UndecodableError) as exc:
         if hf:
             raise
@@ -229,6 +250,8 @@ def ingest_file(job: FileJob) -> dict:
             "sha256": digest, "documents": documents, "short_documents": short, "cached": not hf}
     if bad is not None and bad.bad:
         info["bad_records"] = bad.summary()
+    if tsv is not None and bad is not None:
+        info["rows"] = bad.records
     if not hf:
         write_json(cache / f"{key}.json", info)
     return {**info, "reused": False}
@@ -254,11 +277,11 @@ def _plan(cfg: IngestConfig, files: list[tuple[str, Path]], cache: Path) -> tupl
     outside: dict[int, str] = {}
     jobs: list[FileJob] = []
     for number, (source, path) in enumerate(files):
-        hf = source.startswith(HF_PREFIX)
-        if not hf and outside_corpus(path, roots.setdefault(source, source_root(source))):
+        named = source.startswith((HF_PREFIX, TSV_PREFIX))   # the job reads the source's own spec
+        if not source.startswith(HF_PREFIX) and outside_corpus(path, roots.setdefault(source, source_root(source))):
             outside[number] = f"symlink to {path.resolve()}, outside the corpus folder {source}"
         else:
-            jobs.append(FileJob(path=source if hf else str(path), cache_dir=str(cache), version=version, cfg=cfg))
+            jobs.append(FileJob(path=source if named else str(path), cache_dir=str(cache), version=version, cfg=cfg))
     return jobs, outside
 
 
@@ -291,6 +314,7 @@ class _Assembly:
             result.get("sha256")
         record.encoding_confidence = result.get("encoding_confidence")
         record.bad_records = result.get("bad_records")
+        record.rows = result.get("rows")
         self.from_cache += bool(result.get("reused"))
         if record.skipped:
             self.stats.files_skipped += 1
@@ -359,6 +383,24 @@ def _file_entry(r: SourceFile) -> dict:
     }
 
 
+def _task_text(assembly: _Assembly) -> list[dict]:
+    """The manifest's ``task_text``: each ``tsv:`` source (task-adaptive pretraining on a task's
+    unlabelled train text), what was read of it and what went into the shards."""
+    entries = []
+    for r in assembly.records:
+        if not r.source.startswith(TSV_PREFIX):
+            continue
+        spec, kept = parse_tsv_source(r.source), assembly.stats.per_source[r.source]
+        entries.append({
+            "source": r.source, "path": str(r.path), "columns": list(spec.columns),
+            "header": spec.header, "split": "train", "rows": r.rows,
+            "bad_rows": (r.bad_records or {}).get("bad", 0),
+            "documents": kept["documents"], "sentences": kept["sentences"], "characters": kept["characters"],
+            "sha256": r.sha256, **({"skipped": r.skipped} if r.skipped else {}),
+        })
+    return entries
+
+
 def _manifest(cfg: IngestConfig, assembly: _Assembly, files_found: int, files_processed: int,
               shard_hashes: dict[str, str], started: float) -> dict:
     """The output's ``manifest.json``: counts, per-source counts, per-file records, the shards."""
@@ -383,6 +425,8 @@ def _manifest(cfg: IngestConfig, assembly: _Assembly, files_found: int, files_pr
             for enc in sorted({r.encoding for r in records if r.encoding})
         },
         "files": [_file_entry(r) for r in records],
+        # Fine-tuning tasks' train text added to the corpus (tsv: sources); never dev or test text.
+        "task_text": _task_text(assembly),
         "skipped": [{"path": str(r.path), "reason": r.skipped} for r in records if r.skipped],
         "shards": shard_hashes,
         "content_hash": content_hash(shard_hashes),

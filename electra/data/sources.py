@@ -4,7 +4,12 @@ Sources are plain-text files and JSON Lines files (``.jsonl``/``.ndjson``: one d
 per record, its text in ``ingest.jsonl_text_field``), either of them compressed with
 gzip, bzip2, xz or zstandard (by suffix: ``.gz``, ``.bz2``, ``.xz``, ``.zst``), and
 Hugging Face datasets, by hub name or local path, streamed:
-``hf:<dataset>[?name=<config>&split=<split>&revision=<rev>]`` (one document per record).
+``hf:<dataset>[?name=<config>&split=<split>&revision=<rev>]`` (one document per record), and
+the unlabelled *train* text of a fine-tuning task's tab-separated file, for task-adaptive
+pretraining: ``tsv:<path>?columns=<name>[,<name>...]`` (a header row names the columns) or
+``tsv:<path>?header=none&columns=<n>[,<n>...]`` (0-based numbers, for header-less files such
+as GLUE CoLA's ``train.tsv``). A ``tsv:`` file whose name looks like a held-out split (dev,
+test, validation, ...) is refused (:func:`parse_tsv_source`).
 
 Files, folders (recursively) and globs are expanded to files (:func:`resolve_sources`);
 hidden files and the ``ingest.exclude`` patterns are left out, and a symlink leading
@@ -33,6 +38,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 HF_PREFIX = "hf:"
+TSV_PREFIX = "tsv:"
 # The first line numbers of each kind of bad JSON Lines record kept in the manifest.
 BAD_RECORD_LINES = 5
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -55,12 +61,23 @@ class BadRecord(IngestError):
 
 
 def resolve_sources(sources: list[str], exclude: list[str]) -> list[tuple[str, Path]]:
-    """Expand files, folders (recursively) and globs into ``(source, file)`` pairs, sorted."""
-    found: dict[Path, str] = {}
+    """Expand files, folders (recursively) and globs into ``(source, file)`` pairs, sorted.
+
+    An ``hf:`` source is its own "file" (``Path(source)``); a ``tsv:`` source is the file it
+    names, checked here before any work: a held-out split, a missing file or a column its
+    header lacks fails now, not in a worker half way through the corpus."""
+    found: dict[Path, tuple[str, Path]] = {}
     for source in sources:
         if source.startswith(HF_PREFIX):
             parse_hf_source(source)          # a malformed spec fails here, before any work
-            found.setdefault(Path(source), source)
+            found.setdefault(Path(source), (source, Path(source)))
+            continue
+        if source.startswith(TSV_PREFIX):
+            spec = parse_tsv_source(source)  # refuses dev/test files
+            if not spec.path.is_file():
+                raise IngestError(f"ingest.sources {source!r}: no such file {spec.path}")
+            tsv_header_indices(spec)         # a missing column is named now
+            found.setdefault(Path(source), (source, spec.path))
             continue
         path = Path(source)
         if path.is_file():
@@ -76,8 +93,17 @@ def resolve_sources(sources: list[str], exclude: list[str]) -> list[tuple[str, P
                 continue
             if any(part.startswith(".") for part in file.parts if part not in (".", "..")):
                 continue  # hidden files and folders (.git, .dvc) are never corpus text
-            found.setdefault(file, source)
-    return [(src, file) for file, src in sorted(found.items(), key=lambda kv: str(kv[0]))]
+            found.setdefault(file, (source, file))
+    return [pair for _, pair in sorted(found.items(), key=lambda kv: str(kv[0]))]
+
+
+def local_path(source: str) -> str:
+    """The file or folder on disk a source reads: an ``hf:`` or ``tsv:`` source without its
+    prefix and query (a hub dataset's name, for ``hf:``), any other source as it is."""
+    for prefix in (HF_PREFIX, TSV_PREFIX):
+        if source.startswith(prefix):
+            return source[len(prefix):].split("?", 1)[0]
+    return source
 
 
 def outside_corpus(path: Path, root: Path | None) -> bool:
@@ -92,7 +118,9 @@ def outside_corpus(path: Path, root: Path | None) -> bool:
 
 def source_root(source: str) -> Path | None:
     """The corpus folder a source names: the folder itself, a glob's fixed leading folders,
-    or None for a single file named on purpose (its link is followed)."""
+    or None for a single file named on purpose (its link is followed), as a ``tsv:`` file is."""
+    if source.startswith(TSV_PREFIX):
+        return None
     path = Path(source)
     if path.is_dir():
         return path
@@ -318,3 +346,134 @@ def record_text(record: object, field: str, where: str) -> str:
         reason = f"field {field!r} is {type(value).__name__}, not text"
         raise BadRecord(f"{where}: {reason}", reason)
     return value
+
+
+# --- task text: the train split of a fine-tuning task, tab-separated --------------------------------
+
+# Rows of a task's file per document. One row (an SST-2 phrase, a CoLA sentence) is far under
+# ingest.min_document_chars and a pretraining example, and packing never crosses documents;
+# the whole file as one document would put all of it on one side of tokenize's per-document
+# train/validation split and make deduplication all or nothing. 50 short rows fill a few
+# 128-token examples each; the rows are unrelated, which costs ELECTRA nothing (no
+# next-sentence objective).
+TSV_ROWS_PER_DOCUMENT = 50
+# Words in a file's name that mark a held-out split: its text must never reach pretraining.
+HELD_OUT_WORDS = frozenset({"dev", "test", "validation", "valid", "val", "eval", "evaluation", "heldout",
+                            "holdout"})
+
+
+@dataclass(frozen=True)
+class TsvSource:
+    """A ``tsv:`` source: the file, the columns whose text it gives (names, or 0-based numbers
+    when the file has no header row) and whether its first row is a header."""
+
+    source: str
+    path: Path
+    columns: tuple[str | int, ...]
+    header: bool
+
+    def key(self) -> str:
+        """What the file's documents depend on besides its bytes (part of its cache key)."""
+        return f"header={self.header};columns={list(self.columns)!r}"
+
+
+def held_out_word(path: Path) -> str | None:
+    """The word of a file's name (before its first dot) that marks a held-out split (``dev``,
+    ``test``, ``validation``, ``dev_matched``'s ``dev`` ...), or None for a train file."""
+    stem = path.name.split(".", 1)[0].lower()
+    return next((w for w in re.split(r"[^a-z0-9]+", stem) if w in HELD_OUT_WORDS), None)
+
+
+def parse_tsv_source(source: str) -> TsvSource:
+    """``tsv:<path>?columns=<name>[,<name>...]`` or ``tsv:<path>?header=none&columns=<n>[,...]``
+    -> :class:`TsvSource`. A file named like a held-out split raises :class:`IngestError`:
+    task-adaptive pretraining reads train text only."""
+    from urllib.parse import parse_qsl
+
+    spec = source[len(TSV_PREFIX):]
+    path, _, query = spec.partition("?")
+    options = dict(parse_qsl(query, keep_blank_values=True))
+    unknown = set(options) - {"columns", "header"}
+    header = options.get("header", "first")
+    names = [c.strip() for c in options.get("columns", "").split(",") if c.strip()]
+    usage = "expected tsv:<path>?columns=<name>[,<name>...] or tsv:<path>?header=none&columns=<n>[,<n>...]"
+    if not path or unknown or not names or header not in ("first", "none"):
+        problem = (f"unknown option(s) {sorted(unknown)}" if unknown else "no columns=" if not names
+                   else f"header={header!r} (first or none)" if path else "no path")
+        raise IngestError(f"ingest.sources {source!r}: {usage}; {problem}")
+    if word := held_out_word(Path(path)):
+        raise IngestError(
+            f"ingest.sources {source!r}: {Path(path).name} looks like a held-out split ({word!r}). "
+            "Task-adaptive pretraining reads train text only: the unlabelled text of a task's train file "
+            "(Gururangan et al. 2020, \"Don't Stop Pretraining\"). Dev or test text in the pretraining "
+            "corpus leaks into the evaluation. Name the task's train file.")
+    columns: tuple[str | int, ...] = tuple(names)
+    if header == "none":
+        if not all(n.isdigit() for n in names):
+            raise IngestError(f"ingest.sources {source!r}: header=none takes 0-based column numbers, got {names}")
+        columns = tuple(int(n) for n in names)
+    return TsvSource(source=source, path=Path(path), columns=columns, header=header == "first")
+
+
+def _column_indices(spec: TsvSource, header: list[str] | None) -> list[int]:
+    """The 0-based positions of the source's columns; a name the header lacks raises
+    :class:`IngestError` naming the file and the columns it has."""
+    if not spec.header:
+        return [int(c) for c in spec.columns]
+    names = [h.strip() for h in header or []]
+    missing = [c for c in spec.columns if c not in names]
+    if missing:
+        raise IngestError(f"ingest.sources {spec.source!r}: {spec.path} has no column(s) {missing}; "
+                          f"its header row has {names}")
+    return [names.index(str(c)) for c in spec.columns]
+
+
+def tsv_header_indices(spec: TsvSource) -> list[int]:
+    """:func:`_column_indices` from the file's first line (read alone, before any pass over
+    the file: the header of a task file is ASCII in practice, and a byte that is not UTF-8
+    there can only make a name not match, which is then reported)."""
+    if not spec.header:
+        return _column_indices(spec, None)
+    try:
+        with open_source(spec.path) as handle:
+            first = handle.readline().decode("utf-8-sig", errors="replace")
+    except OSError as exc:
+        raise IngestError(f"ingest.sources {spec.source!r}: cannot read {spec.path}: {exc}") from exc
+    return _column_indices(spec, first.rstrip("\r\n").split("\t"))
+
+
+def tsv_documents(lines: Iterable[str], spec: TsvSource, bad: BadRecords) -> Iterator[list[str]]:
+    """The text of the source's columns, a row's non-empty cells in column order, each cell
+    one paragraph; ``TSV_ROWS_PER_DOCUMENT`` rows to a document.
+
+    GLUE's files are not CSV-quoted (a quote is text), so a line is split on tabs only. A
+    row with fewer columns than the source names is a bad record, counted in ``bad`` by
+    line number (``ingest.max_bad_record_fraction`` applies as to JSON Lines); blank lines
+    are no rows. ``bad.records`` ends as the number of rows read. The last few rows (under
+    half a document) join the document before them: alone they would be too short to keep."""
+    indices: list[int] | None = None if spec.header else _column_indices(spec, None)
+    need = max(indices) + 1 if indices is not None else 0
+    document: list[str] = []
+    held: list[str] | None = None     # the last full document, held back for the remainder
+    rows = 0
+    for line_no, line in enumerate(lines, start=1):
+        cells = line.rstrip("\r").split("\t")
+        if indices is None:     # the header row
+            indices = _column_indices(spec, cells)
+            need = max(indices) + 1
+            continue
+        if not line.strip():
+            continue
+        bad.records += 1
+        if len(cells) < need:
+            bad.add(f"fewer than {need} tab-separated columns", line_no)
+            continue
+        document += [cells[i] for i in indices if cells[i].strip()]
+        rows += 1
+        if rows % TSV_ROWS_PER_DOCUMENT == 0:
+            if held is not None:
+                yield held
+            held, document = document, []
+    if held is not None and rows % TSV_ROWS_PER_DOCUMENT < TSV_ROWS_PER_DOCUMENT // 2:
+        held, document = held + document, []
+    yield from (d for d in (held, document) if d)

@@ -100,10 +100,12 @@ def _compare(params: Params, logger: MetricLogger, progress: bool, task: str | N
 def _ingest_inputs(params: Params, task: str | None) -> list[str]:
     import glob
 
+    from electra.data.sources import local_path
+
     # A Hugging Face source on local disk is hashed as its folder; one on the hub cannot be
-    # (pin its revision=): it is named only, so the skip decision sees the name change.
-    local = [src.split(":", 1)[1].split("?", 1)[0] if src.startswith("hf:") else src
-             for src in params.ingest.sources]
+    # (pin its revision=): it is named only, so the skip decision sees the name change. A
+    # task's tsv: file is hashed as the file (its columns are in the params, also hashed).
+    local = [local_path(src) for src in params.ingest.sources]
     return sorted({p for src in local for p in (glob.glob(src) or [src])})
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from electra.evaluation.report import scratch_rows
@@ -18,6 +19,9 @@ from electra.tasks.base import task_named
 
 CONTEXTS = ("pretraining", "finetuning", "evaluation", "bias")
 RECIPE_OVERRIDES = ("epochs", "lr", "max_train_examples", "max_seq_length", "batch_size")
+# ingest's task-text sources, tsv:<file>?columns=..[&header=none] (electra.data.sources, which
+# checks them; read here without importing it: the register stage's code is not the data layer's).
+TSV_PREFIX = "tsv:"
 
 # metrics.json key -> (Hugging Face metric id, display name)
 METRIC_NAMES = {
@@ -120,6 +124,18 @@ def _own_overrides(params: Mapping[str, Any], task: str | None) -> dict[str, Any
 # --------------------------------------------------------------------------- datasets and licences
 
 
+def tsv_source_parts(source: str) -> tuple[str, list[str], bool]:
+    """A ``tsv:`` source's file, its columns (names, or numbers when it has no header) and
+    whether its first row is a header."""
+    from urllib.parse import parse_qsl
+
+    path, _, query = source[len(TSV_PREFIX):].partition("?")
+    options = dict(parse_qsl(query))
+    columns = [c.strip() for c in options.get("columns", "").split(",") if c.strip()]
+    return path, columns, options.get("header", "first") != "none"
+
+
+
 def _card_datasets(datasets: list[dict], kind: str, task: str | None,
                    params: Mapping[str, Any] | None = None) -> list[dict]:
     """The logged datasets a card lists: all for the discriminator; for a task model the
@@ -149,8 +165,10 @@ def _data_paths(kind: str, tasks: list[str], metrics: Mapping[str, Any], params:
     ingest, tok, ev = _section(params, "ingest"), _section(params, "tokenize"), _section(params, "evaluate")
     paths: list[str] = []
     for source in ingest.get("sources") or ["data/pretrain"]:
-        # a glob names its folder: cut at the first wildcard
-        paths.append(re.split(r"[*?\[]", str(source), maxsplit=1)[0])
+        # a task's tsv: train file names its file; a glob names its folder: cut at the first wildcard
+        source = str(source)
+        paths.append(tsv_source_parts(source)[0] if source.startswith(TSV_PREFIX)
+                     else re.split(r"[*?\[]", source, maxsplit=1)[0])
     if not tok.get("train_vocab"):
         paths.append(str(tok.get("vocab_file") or "data/vocab/bert-base-uncased-vocab.txt"))
     for task in tasks:
@@ -214,7 +232,11 @@ def _training_data(kind: str, task: str | None, tasks: list[str], metrics: Mappi
     """The training-data section and the names of the flagged (not openly licensed) datasets."""
     ingest, tok = _section(params, "ingest"), _section(params, "tokenize")
     lines = ["", "## Training data", "", "### Pretraining corpus", ""]
-    sources = ", ".join(f"`{s}`" for s in ingest.get("sources") or []) or "unknown (no `ingest.sources`)"
+    all_sources = [str(s) for s in ingest.get("sources") or []]
+    task_text = [s for s in all_sources if s.startswith(TSV_PREFIX)]
+    plain = [s for s in all_sources if s not in task_text]
+    sources = (", ".join(f"`{s}`" for s in plain) or ("no other source" if task_text else
+                                                        "unknown (no `ingest.sources`)"))
     excluded = ", ".join(f"`{e}`" for e in ingest.get("exclude") or [])
     vocab = ("a WordPiece vocabulary trained on the corpus" if tok.get("train_vocab")
              else f"the WordPiece vocabulary `{tok.get('vocab_file', 'unknown')}`")
@@ -222,6 +244,8 @@ def _training_data(kind: str, task: str | None, tasks: list[str], metrics: Mappi
                  + (", de-duplicated" if ingest.get("dedup") else "") + f"; tokenized with {vocab} "
                  f"({tok.get('vocab_size', '?')} tokens, {'lowercased' if tok.get('lowercase') else 'cased'}) "
                  f"into sequences of up to {tok.get('max_seq_length', '?')} tokens.")
+    if task_text:
+        lines += ["", _task_text_line(task_text)]
     if kind == "discriminator":
         lines += ["", "The discriminator saw only this corpus. The fine-tuning and bias data below were "
                   "used to evaluate it (each task through a model fine-tuned from it)."]
@@ -257,7 +281,9 @@ def _training_data(kind: str, task: str | None, tasks: list[str], metrics: Mappi
                   f"`{licences_file}` as not under an open licence: {', '.join(flagged)}. "
                   "Results on them, and any model fine-tuned on them, are for local research use: do not ship "
                   "such a model in a release or list that data as open training data without checking the terms."]
-    glue_used = any(_task_info(t, params)["benchmark"] == "GLUE" for t in tasks)
+    glue_used = (any(_task_info(t, params)["benchmark"] == "GLUE" for t in tasks)
+                 or any("glue" in Path(tsv_source_parts(s)[0]).parts for s in (ingest.get("sources") or [])
+                        if str(s).startswith(TSV_PREFIX)))
     notes = _licence_notes(licenses_md, glue_used)
     if notes:
         lines += ["", f"From `{licences_file}`:", ""]
@@ -266,6 +292,19 @@ def _training_data(kind: str, task: str | None, tasks: list[str], metrics: Mappi
         lines.pop()
     lines += ["", f"Citations for every dataset: `{licences_file}`."]
     return lines, flagged
+
+
+def _task_text_line(sources: list[str]) -> str:
+    """What the card says of task-adaptive pretraining: whose train text, which columns."""
+    files = []
+    for source in sources:
+        path, columns, header = tsv_source_parts(source)
+        named = ", ".join(f"`{c}`" if header else f"column {c}" for c in columns) or "no columns named"
+        files.append(f"`{path}` ({named})")
+    return ("Task-adaptive pretraining (Gururangan et al., 2020, \"Don't Stop Pretraining\"): the unlabelled "
+            f"text of the fine-tuning tasks' *train* files {', '.join(files)} was added to the corpus: "
+            "the text only, never the labels, and never dev or test text (ingest refuses those files), "
+            "so nothing the model is evaluated on was seen in pretraining.")
 
 
 def _recipe(kind: str, task: str | None, params: Mapping[str, Any]) -> list[str]:

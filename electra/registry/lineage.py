@@ -16,6 +16,7 @@ import mlflow
 import yaml
 
 from electra.core.config import Params
+from electra.registry.card_parts import TSV_PREFIX, tsv_source_parts
 from electra.tasks.base import task_for
 
 
@@ -76,13 +77,13 @@ def content_digest(path: str | Path) -> str:
 def dataset_records(params: Params) -> list[dict[str, str]]:
     """The datasets a registered model was built from: name, digest, source and role.
 
-    The corpus (every ``ingest.sources`` entry that is a path), the task data of
-    ``finetune.tasks`` and the bias benchmarks; paths that do not exist (a task that
+    The corpus (every ``ingest.sources`` entry that is a path; a task's ``tsv:`` train file,
+    added for task-adaptive pretraining, as ``task-text:<task folder>/<file>``), the task
+    data of ``finetune.tasks`` and the bias benchmarks; paths that do not exist (a task that
     was not run, a hub source) are left out.
     """
     ft, ev = params.finetune, params.evaluate
-    candidates: list[tuple[str, str, str]] = [
-        (f"corpus:{Path(src).name}", src, "pretraining") for src in params.ingest.sources]
+    candidates: list[tuple[str, str, str]] = [_corpus_entry(src) for src in params.ingest.sources]
     candidates.append(("vocab", params.tokenize.vocab_file, "pretraining"))
     for task in ft.tasks:
         candidates += task_for(ft, task).datasets()
@@ -95,6 +96,14 @@ def dataset_records(params: Params) -> list[dict[str, str]]:
         if path and Path(path).exists():
             records.append({"name": name, "digest": content_digest(path), "source": str(path), "context": role})
     return records
+
+
+def _corpus_entry(source: str) -> tuple[str, str, str]:
+    """(name, path, role) of one ``ingest.sources`` entry: its path without a ``tsv:`` prefix and query."""
+    if source.startswith(TSV_PREFIX):
+        path = Path(tsv_source_parts(source)[0])
+        return f"task-text:{path.parent.name}/{path.name}", str(path), "pretraining"
+    return f"corpus:{Path(source).name}", source, "pretraining"
 
 
 def log_datasets(records: list[dict[str, str]], data_pointer: str) -> None:

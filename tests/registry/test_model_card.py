@@ -395,3 +395,22 @@ def test_the_gain_over_scratch_is_on_the_card_and_in_the_description(metrics, pa
     assert "| sst2 | 82.0 | 70.0 |" in task_card and "GLUE mean" not in task_card
     # Without a control the card says so.
     assert "No scratch control was evaluated" in _card(metrics, params, licenses_md)
+
+
+def test_task_adaptive_pretraining_text_is_on_the_card(metrics, params, licenses_md):
+    """A tsv: source (a task's unlabelled train text in the corpus) is said plainly, and its
+    licence line is on the card of every model pretrained on it, the QA model's too."""
+    sources = ["data/pretrain", "tsv:data/glue/SST-2/train.tsv?columns=sentence",
+               "tsv:data/glue/CoLA/train.tsv?header=none&columns=3"]
+    tapt = {**params, "ingest": {**params["ingest"], "sources": sources}}
+    datasets = [*DATASETS, {"name": "task-text:SST-2/train.tsv", "digest": "ab99",
+                            "source": "data/glue/SST-2/train.tsv", "context": "pretraining"}]
+    card = _card(metrics, tapt, licenses_md, model_name="electra-qa", kind="qa", task=None, datasets=datasets)
+    assert "Plain English text from `data/pretrain`" in card
+    line = next(line for line in card.splitlines() if line.startswith("Task-adaptive pretraining"))
+    assert "*train* files `data/glue/SST-2/train.tsv` (`sentence`), `data/glue/CoLA/train.tsv` (column 3)" in line
+    assert "never the labels, and never dev or test text" in line
+    assert "| pretraining | task-text:SST-2/train.tsv | `ab99` | data/glue/SST-2/train.tsv |" in card
+    assert "`glue/SST-2/`" in card and "`glue/CoLA/`" in card and "`glue/MRPC/`" not in card
+    assert "GLUE itself" in card    # GLUE's own terms are quoted when its text is in the corpus
+    assert "Task-adaptive" not in _card(metrics, params, licenses_md)
