@@ -24,12 +24,14 @@ from electra.core.tracking import MetricLogger
 from electra.tasks.common import CardInfo, ServingSpec, TaskBase
 from electra.tasks.glue import Example, TaskSpec, get_task, metrics, read_split
 from electra.tasks.recipe import (
+    inference,
     longest_first_batches,
     pad_id,
     pad_inputs,
     save_finetuned,
     seed_everything,
     subsample,
+    task_precision,
     train_loop,
 )
 
@@ -73,8 +75,9 @@ def collate(features: Sequence[dict[str, list[int]]], pad: int) -> dict[str, tor
 
 
 def predict_loaded(model: torch.nn.Module, tokenizer: Any, examples: Sequence[Example], batch_size: int,
-                   max_seq_length: int, device: torch.device) -> np.ndarray:
-    """:func:`predict` for a model and tokenizer already in memory (model already on ``device``)."""
+                   max_seq_length: int, device: torch.device, precision: str = "auto") -> np.ndarray:
+    """:func:`predict` for a model and tokenizer already in memory (model already on ``device``);
+    under :func:`~electra.tasks.recipe.inference`'s autocast for ``precision``."""
     num_labels = int(model.config.num_labels)
     regression = model.config.problem_type == "regression" or num_labels == 1
     if not examples:
@@ -84,7 +87,7 @@ def predict_loaded(model: torch.nn.Module, tokenizer: Any, examples: Sequence[Ex
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with inference(device, precision):
             for idx in longest_first_batches([len(f["input_ids"]) for f in features], batch_size):
                 batch = {k: v.to(device) for k, v in collate([features[i] for i in idx], pad_id(tokenizer)).items()}
                 out[idx] = model(**batch).logits.float().cpu().numpy()
@@ -94,7 +97,7 @@ def predict_loaded(model: torch.nn.Module, tokenizer: Any, examples: Sequence[Ex
 
 
 def predict(model_dir: str | Path, examples: Sequence[Example], batch_size: int = 64, max_seq_length: int = 128,
-            device: str | torch.device = "auto") -> np.ndarray:
+            device: str | torch.device = "auto", precision: str = "auto") -> np.ndarray:
     """Outputs of the fine-tuned model in ``model_dir`` for ``examples``, in input order.
 
     Classification: logits of shape ``(n, num_labels)``. Regression (STS-B): scores
@@ -108,7 +111,7 @@ def predict(model_dir: str | Path, examples: Sequence[Example], batch_size: int 
     dev = resolve_device(device)
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = ElectraForSequenceClassification.from_pretrained(path, dtype=torch.float32).to(dev)
-    return predict_loaded(model, tokenizer, examples, batch_size, max_seq_length, dev)
+    return predict_loaded(model, tokenizer, examples, batch_size, max_seq_length, dev, precision)
 
 
 def label_names(task: str) -> list[str] | None:
@@ -191,7 +194,8 @@ class GlueTask(TaskBase):
             model, [len(f["input_ids"]) for f in features], make_batch, lr=settings["lr"],
             layer_decay=cfg.layer_decay, weight_decay=cfg.weight_decay, adam_eps=cfg.adam_eps,
             epochs=settings["epochs"], batch_size=settings["batch_size"], warmup_fraction=cfg.warmup_fraction,
-            seed=seed, device=device, logger=logger, name=self.name, progress=progress)
+            seed=seed, device=device, logger=logger, name=self.name, progress=progress,
+            precision=task_precision(cfg))
         model_dir = save_finetuned(model, tokenizer, run_dir / "model")
         return {"train_examples": len(train), "steps": trained["steps"], "epochs": settings["epochs"],
                 "lr": settings["lr"], "batch_size": settings["batch_size"],
@@ -202,7 +206,8 @@ class GlueTask(TaskBase):
     def evaluate_run(self, run: dict[str, Any], examples: list, batch_size: int, device: Any,
                      seed: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         spec = self.spec
-        outputs = predict(run["model_dir"], examples, batch_size, run.get("max_seq_length", 128), device)
+        outputs = predict(run["model_dir"], examples, batch_size, run.get("max_seq_length", 128), device,
+                          task_precision(self.cfg))
         labels = np.asarray([ex.label for ex in examples])
         scores = metrics(self.name, outputs, labels)
         if spec.is_regression:

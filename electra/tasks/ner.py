@@ -29,12 +29,14 @@ from electra.core.tracking import MetricLogger, NullLogger
 from electra.tasks.common import CardInfo, ServingSpec, TaskBase
 from electra.tasks.conll import IGNORE_INDEX, OUTSIDE, Sentence, entity_metrics, label_list, read_conll
 from electra.tasks.recipe import (
+    inference,
     longest_first_batches,
     pad_id,
     pad_inputs,
     save_finetuned,
     seed_everything,
     subsample,
+    task_precision,
     train_loop,
 )
 
@@ -188,6 +190,7 @@ def train_ner(
     logger: MetricLogger | None,
     log_prefix: str = "ner",
     progress: bool = False,
+    precision: str = "auto",
 ) -> dict[str, Any]:
     """Fine-tune the discriminator in ``model_dir`` for token classification over ``labels``.
 
@@ -230,7 +233,7 @@ def train_ner(
     trained = train_loop(
         model, lengths, make_batch, lr=lr, layer_decay=layer_decay, weight_decay=weight_decay, adam_eps=adam_eps,
         epochs=epochs, batch_size=batch_size, warmup_fraction=warmup_fraction, seed=seed, device=dev,
-        logger=logger, name=log_prefix or "ner", progress=progress, log_prefix=log_prefix,
+        logger=logger, name=log_prefix or "ner", progress=progress, log_prefix=log_prefix, precision=precision,
     )
     saved_dir = save_finetuned(model, tokenizer, Path(out_dir) / "model")
     return {
@@ -257,6 +260,7 @@ def predict_ner(
     batch_size: int,
     max_seq_length: int,
     device: str | torch.device,
+    precision: str = "auto",
 ) -> list[list[str]]:
     """One predicted tag per word of every sentence, in input order.
 
@@ -264,7 +268,8 @@ def predict_ner(
     through ``model.config.id2label``. Words the model never sees get ``O``:
     those cut off by truncation at ``max_seq_length`` and those the tokenizer
     turns into no piece at all. Runs in eval mode without gradients, in batches
-    padded to their own longest row; ``model`` must already be on ``device``.
+    padded to their own longest row, under :func:`~electra.tasks.recipe.inference`'s
+    autocast for ``precision``; ``model`` must already be on ``device``.
     The gold tags of ``sentences`` are not used.
     """
     if not sentences:
@@ -276,7 +281,7 @@ def predict_ner(
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with inference(dev, precision):
             for idx in longest_first_batches([len(f["input_ids"]) for f in features], batch_size):
                 batch = {k: v.to(dev) for k, v in collate([features[i] for i in idx], pad_id(tokenizer)).items()}
                 logits = model(**batch).logits  # (B, T, num_labels)
@@ -326,7 +331,8 @@ class NERTask(TaskBase):
             cfg.model_dir, train, labels, run_dir, lr=settings["lr"], layer_decay=cfg.layer_decay,
             epochs=settings["epochs"], batch_size=settings["batch_size"], max_seq_length=settings["max_seq_length"],
             warmup_fraction=cfg.warmup_fraction, weight_decay=cfg.weight_decay, adam_eps=cfg.adam_eps,
-            dropout=cfg.dropout, seed=seed, device=device, logger=logger, log_prefix="", progress=progress)
+            dropout=cfg.dropout, seed=seed, device=device, logger=logger, log_prefix="", progress=progress,
+            precision=task_precision(cfg))
         return {**result, "epochs": settings["epochs"], "lr": settings["lr"], "batch_size": settings["batch_size"],
                 "max_seq_length": settings["max_seq_length"]}
 
@@ -337,7 +343,8 @@ class NERTask(TaskBase):
         tokenizer = AutoTokenizer.from_pretrained(run["model_dir"])
         model = AutoModelForTokenClassification.from_pretrained(run["model_dir"]).to(device)
         predicted = predict_ner(model, tokenizer, examples, batch_size=batch_size,
-                                max_seq_length=run["max_seq_length"], device=device)
+                                max_seq_length=run["max_seq_length"], device=device,
+                                precision=task_precision(self.cfg))
         gold = [list(s.tags) for s in examples]
         result = entity_metrics(gold, predicted)
         scores = {k: result[k] for k in ("precision", "recall", "f1", "token_accuracy", "per_type")}

@@ -34,12 +34,14 @@ from electra.core.runtime import resolve_device
 from electra.core.tracking import MetricLogger, NullLogger
 from electra.tasks.common import CardInfo, ServingSpec, TaskBase
 from electra.tasks.recipe import (
+    inference,
     longest_first_batches,
     pad_id,
     pad_inputs,
     save_finetuned,
     seed_everything,
     subsample,
+    task_precision,
     train_loop,
 )
 from electra.tasks.squad import QAExample, read_squad, split_by_article, squad_metrics
@@ -340,6 +342,7 @@ def train_qa(
     logger: MetricLogger | None,
     log_prefix: str = "qa",
     progress: bool = False,
+    precision: str = "auto",
 ) -> dict[str, Any]:
     """Fine-tune the discriminator in ``model_dir`` for extractive QA on ``train_examples``.
 
@@ -386,7 +389,7 @@ def train_qa(
     trained = train_loop(
         model, lengths, make_batch, lr=lr, layer_decay=layer_decay, weight_decay=weight_decay, adam_eps=adam_eps,
         epochs=epochs, batch_size=batch_size, warmup_fraction=warmup_fraction, seed=seed, device=dev,
-        logger=logger, name=log_prefix or "qa", progress=progress, log_prefix=log_prefix,
+        logger=logger, name=log_prefix or "qa", progress=progress, log_prefix=log_prefix, precision=precision,
     )
     target = save_finetuned(model, tokenizer, Path(out_dir) / "model")
     return {
@@ -414,6 +417,7 @@ def predict_qa(
     n_best: int = 20,
     max_answer_length: int = 30,
     null_threshold: float = 0.0,
+    precision: str = "auto",
 ) -> dict[str, str]:
     """Predicted answer text per question id (see :func:`postprocess`).
 
@@ -421,7 +425,8 @@ def predict_qa(
     fp32; ``tokenizer`` may then be None to load the one saved with it) or an
     ``ElectraForQuestionAnswering`` in memory, which is moved to ``device``
     and put back in its train/eval mode afterwards. Runs in eval mode without
-    gradients, over length-sorted batches padded per batch.
+    gradients, over length-sorted batches padded per batch, under
+    :func:`~electra.tasks.recipe.inference`'s autocast for ``precision``.
     """
     from transformers import AutoTokenizer, ElectraForQuestionAnswering
 
@@ -448,7 +453,7 @@ def predict_qa(
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with inference(dev, precision):
             for idx in longest_first_batches(lengths, batch_size):
                 batch = {k: v.to(dev) for k, v in collate([features[i] for i in idx], pad).items()}
                 out = model(**batch)
@@ -511,7 +516,7 @@ class QATask(TaskBase):
             epochs=settings["epochs"], batch_size=settings["batch_size"], max_seq_length=settings["max_seq_length"],
             doc_stride=stride, warmup_fraction=cfg.warmup_fraction, weight_decay=cfg.weight_decay,
             adam_eps=cfg.adam_eps, dropout=cfg.dropout, seed=seed, device=device, logger=logger,
-            log_prefix="", progress=progress)
+            log_prefix="", progress=progress, precision=task_precision(cfg))
         return {**result, "epochs": settings["epochs"], "lr": settings["lr"], "batch_size": settings["batch_size"],
                 "max_seq_length": settings["max_seq_length"], "doc_stride": stride}
 
@@ -521,7 +526,7 @@ class QATask(TaskBase):
         predictions = predict_qa(run["model_dir"], None, examples, batch_size=batch_size,
                                  max_seq_length=run["max_seq_length"],
                                  doc_stride=run.get("doc_stride", self.entry.doc_stride), device=device,
-                                 version_2=self.entry.version_2)
+                                 version_2=self.entry.version_2, precision=task_precision(self.cfg))
         result = squad_metrics(examples, predictions)
         em, f1s = result["em_per_example"], result["f1_per_example"]
         scores = {"exact_match": result["exact_match"] / 100, "f1": result["f1"] / 100, "count": result["count"]}

@@ -6,7 +6,10 @@
 3. :func:`linear_schedule`: linear warm-up then linear decay to zero.
 4. :func:`train_loop`: length-grouped batches (:func:`length_grouped_batches`), gradient
    clipping, the loss curve logged; :func:`save_finetuned` swaps the model into place.
-5. :func:`longest_first_batches`: prediction batches that need little padding.
+   The forward runs under bf16 autocast where :func:`~electra.core.runtime.resolve_precision`
+   picks it (CUDA; a CPU where bf16 measures faster), the loss in fp32 (:func:`forward_loss`).
+5. :func:`longest_first_batches`: prediction batches that need little padding; predictions
+   run under :func:`inference` (no gradients, the same autocast).
 
 :func:`task_settings` gives a task's effective epochs, lr, sizes (its catalog entry's
 overrides over the section's values) and :func:`subsample` its training subset.
@@ -15,6 +18,7 @@ Nothing here knows a task kind: each kind (GLUE, QA, NER) brings its features an
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import re
@@ -25,14 +29,18 @@ from typing import Any, TypeVar
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from electra.core.config import FinetuneConfig
 from electra.core.files import atomic_dir
 from electra.core.logs import StepLog
-from electra.core.runtime import linear_warmup_decay
+from electra.core.runtime import autocast, enable_tf32, linear_warmup_decay, resolve_precision
 from electra.core.tracking import MetricLogger
 
 T = TypeVar("T")
+
+# Batch keys that are targets, not model inputs: the loss is computed from the logits here.
+TARGET_KEYS = ("labels", "start_positions", "end_positions")
 
 # Log the running train loss every this many optimiser steps (and at the last one).
 LOG_EVERY = 10
@@ -62,6 +70,66 @@ def task_settings(cfg: FinetuneConfig, task: str) -> dict[str, Any]:
         if value is not None:
             settings[key] = value
     return settings
+
+
+def task_precision(cfg: Any) -> str:
+    """The fine-tuning and evaluation precision: the section's ``precision`` when it has one,
+    else ``auto`` (bf16 autocast where :func:`~electra.core.runtime.resolve_precision` picks it)."""
+    return str(getattr(cfg, "precision", "auto"))
+
+
+@contextlib.contextmanager
+def inference(device: torch.device, precision: str = "auto"):
+    """No gradients, and autocast as ``precision`` resolves on ``device`` (TF32 on CUDA).
+    Callers read the logits with ``.float()``."""
+    enable_tf32()
+    with torch.no_grad(), autocast(device, resolve_precision(precision, device)):
+        yield
+
+
+def fp32_loss(model: torch.nn.Module, out: Any, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """The loss Hugging Face's Electra heads compute, from the logits cast to fp32.
+
+    Under bf16 autocast the logits come out in bf16; a softmax or MSE over them would lose
+    the loss's low digits, so the loss is taken here, outside the model, in fp32. The same
+    rules as the heads' own: span start/end cross-entropy averaged (positions outside the
+    window ignored), token cross-entropy (-100 ignored), and for sequence classification
+    the ``problem_type`` inferred as ``transformers`` does (and stored on the config, as it
+    would be, so the saved model says the same).
+    """
+    if "start_positions" in batch:
+        start, end = out.start_logits.float(), out.end_logits.float()                # (B, T)
+        outside = start.size(1)
+        return (F.cross_entropy(start, batch["start_positions"].view(-1).clamp(0, outside), ignore_index=outside)
+                + F.cross_entropy(end, batch["end_positions"].view(-1).clamp(0, outside), ignore_index=outside)) / 2
+    logits, labels = out.logits.float(), batch["labels"]
+    if logits.dim() == 3:                                                             # (B, T, C): tokens
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), labels.view(-1), ignore_index=-100)
+    config, num_labels = model.config, int(model.config.num_labels)
+    if config.problem_type is None:
+        config.problem_type = ("regression" if num_labels == 1 else "single_label_classification"
+                               if labels.dtype in (torch.long, torch.int) else "multi_label_classification")
+    if config.problem_type == "regression":
+        if num_labels == 1:
+            return F.mse_loss(logits.squeeze(), labels.float().squeeze())
+        return F.mse_loss(logits, labels.float())
+    if config.problem_type == "single_label_classification":
+        return F.cross_entropy(logits.view(-1, num_labels), labels.view(-1))
+    return F.binary_cross_entropy_with_logits(logits, labels.float())
+
+
+def forward_loss(model: torch.nn.Module, batch: Mapping[str, torch.Tensor], precision: str = "auto") -> torch.Tensor:
+    """The training loss of ``batch``: the forward under the autocast ``precision`` resolves to
+    on the model's device (TF32 on CUDA), the loss in fp32 (:func:`fp32_loss`).
+
+    Resolved at every call: the CPU probe is measured once per process, the rest are flags.
+    """
+    inputs = {k: v for k, v in batch.items() if k not in TARGET_KEYS}
+    device = next(model.parameters()).device
+    enable_tf32()
+    with autocast(device, resolve_precision(precision, device)):
+        out = model(**inputs)
+    return fp32_loss(model, out, batch)
 
 
 def subsample(examples: Sequence[T], max_examples: int | None, seed: int) -> list[T]:
@@ -176,6 +244,7 @@ def train_loop(
     name: str,
     progress: bool = False,
     log_prefix: str = "",
+    precision: str = "auto",
 ) -> dict[str, Any]:
     """The one fine-tuning loop (GLUE, QA and NER share it): ELECTRA's recipe.
 
@@ -185,7 +254,7 @@ def train_loop(
     length-grouped batches (``lengths[i]`` of example i) that ``make_batch(indices)``
     turns into model inputs with their labels, padded to the batch's longest.
     ``epochs`` may be fractional. Logs ``train_loss`` and the head's ``lr`` every
-    ``LOG_EVERY`` steps (prefixed with ``log_prefix.`` when given).
+    ``LOG_EVERY`` steps (``log_prefix.`` first when given). ``precision``: :func:`forward_loss`'s.
 
     Returns ``{"steps", "train_loss" (mean over the last epoch's steps: less noisy
     than one batch), "losses" (per step), "curve" (the logged points)}``.
@@ -215,7 +284,7 @@ def train_loop(
                 if step >= total_steps:
                     break
                 batch = {k: v.to(device) for k, v in make_batch(batch_idx).items()}
-                loss = model(**batch).loss
+                loss = forward_loss(model, batch, precision)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"{name}: train loss became {loss.item()} at step {step + 1}")
                 optimizer.zero_grad(set_to_none=True)

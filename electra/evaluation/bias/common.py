@@ -17,8 +17,11 @@ of :mod:`electra.core.stats` over the benchmark's units (pairs, examples, matche
 template groups), seeded; ``json_interval`` turns an undefined bound into None.
 
 Pitfalls: a checkpoint lacking the head a scorer needs is refused (``from_pretrained``
-would fill it with random weights and give plausible-looking noise); models run in fp32
-and eval mode, so no score depends on dropout or a half-precision checkpoint.
+would fill it with random weights and give plausible-looking noise); weights are fp32
+and models run in eval mode, so no score depends on dropout or a half-precision checkpoint.
+The forward passes run under bf16 autocast where ``precision`` resolves to it
+(:func:`~electra.core.runtime.resolve_precision`: CUDA, or a CPU where bf16 measures
+faster); the log-probabilities are taken from the logits cast to fp32.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from electra.core.runtime import resolve_device
+from electra.core.runtime import autocast, enable_tf32, resolve_device, resolve_precision
 
 ScorerName = Literal["generator", "discriminator"]
 SCORERS = ("generator", "discriminator")
@@ -113,6 +116,7 @@ def json_interval(bounds: tuple[float, float]) -> tuple[float | None, float | No
 
 def _prepare(model: Any, device: torch.device) -> Any:
     # fp32 and eval mode: scores must not depend on dropout or on a half-precision checkpoint
+    enable_tf32()  # what autocast leaves in fp32 runs on TF32 tensor cores (CUDA only)
     return model.to(device).float().eval()
 
 
@@ -232,17 +236,21 @@ class GeneratorScorer:
         device: where the batches run.
         batch_size: masked copies (or sentences, for unmasked passes) per forward pass.
         progress: show a tqdm bar.
+        precision: the forward's autocast (``auto``, ``bf16``, ``fp32``), resolved on ``device``.
+            A model handed in is scored as given (fp32) unless asked; :func:`load_scorer`,
+            the benchmarks' door, defaults to ``auto``.
     """
 
     name = "generator"
 
     def __init__(self, model: Any, tokenizer: Any, *, device: str | torch.device = "cpu",
-                 batch_size: int = 32, progress: bool = False):
+                 batch_size: int = 32, progress: bool = False, precision: str = "fp32"):
         if tokenizer.mask_token_id is None:
             raise ValueError("the tokenizer has no mask token; the generator scorer needs a masked LM")
         self.model = model
         self.tokenizer = tokenizer
         self.device = resolve_device(device)
+        self.dtype = resolve_precision(precision, self.device)  # autocast dtype; None: fp32
         self.batch_size = batch_size
         self.progress = progress
         self.mask_id = int(tokenizer.mask_token_id)
@@ -272,7 +280,7 @@ class GeneratorScorer:
         jobs.sort(key=lambda job: len(sequences[job[0]]))
         out = [np.zeros(len(pos), dtype=np.float64) for pos in positions]
         n_batches = math.ceil(len(jobs) / self.batch_size)
-        with torch.no_grad(), progress_bar(n_batches, desc, self.progress) as bar:
+        with torch.no_grad(), autocast(self.device, self.dtype), progress_bar(n_batches, desc, self.progress) as bar:
             for start in range(0, len(jobs), self.batch_size):
                 chunk = jobs[start:start + self.batch_size]
                 input_ids, attention = pad([sequences[k] for k, *_ in chunk], self.pad_id)
@@ -301,7 +309,7 @@ class GeneratorScorer:
         """
         out = [np.zeros(len(pos), dtype=np.float64) for pos in positions]
         batches = by_length_batches(sequences, self.batch_size)
-        with torch.no_grad(), progress_bar(len(batches), desc, self.progress) as bar:
+        with torch.no_grad(), autocast(self.device, self.dtype), progress_bar(len(batches), desc, self.progress) as bar:
             for chunk in batches:
                 input_ids, attention = pad([sequences[k] for k in chunk], self.pad_id)
                 rows = torch.tensor([r for r, k in enumerate(chunk) for _ in positions[k]], dtype=torch.long)
@@ -330,16 +338,17 @@ class DiscriminatorScorer:
         model: ``ElectraForPreTraining`` in eval mode, or any module whose output
             has ``.logits`` of shape (batch, length).
         tokenizer: its tokenizer.
-        device, batch_size, progress: as for ``GeneratorScorer`` (batch_size counts sentences).
+        device, batch_size, progress, precision: as for ``GeneratorScorer`` (batch_size counts sentences).
     """
 
     name = "discriminator"
 
     def __init__(self, model: Any, tokenizer: Any, *, device: str | torch.device = "cpu",
-                 batch_size: int = 32, progress: bool = False):
+                 batch_size: int = 32, progress: bool = False, precision: str = "fp32"):
         self.model = model
         self.tokenizer = tokenizer
         self.device = resolve_device(device)
+        self.dtype = resolve_precision(precision, self.device)  # autocast dtype; None: fp32
         self.batch_size = batch_size
         self.progress = progress
         self.pad_id = int(tokenizer.pad_token_id) if tokenizer.pad_token_id is not None else 0
@@ -357,7 +366,7 @@ class DiscriminatorScorer:
         del left_to_right  # nothing is masked for the discriminator
         out = [np.zeros(len(pos), dtype=np.float64) for pos in positions]
         batches = by_length_batches(sequences, self.batch_size)
-        with torch.no_grad(), progress_bar(len(batches), desc, self.progress) as bar:
+        with torch.no_grad(), autocast(self.device, self.dtype), progress_bar(len(batches), desc, self.progress) as bar:
             for chunk in batches:
                 input_ids, attention = pad([sequences[k] for k in chunk], self.pad_id)
                 logits = self.model(input_ids=input_ids.to(self.device),
@@ -373,18 +382,21 @@ TokenScorer = GeneratorScorer | DiscriminatorScorer
 
 
 def load_scorer(model_dir: str | Path, scorer: ScorerName = "generator", *, device: str = "cpu",
-                batch_size: int = 32, progress: bool = False) -> TokenScorer:
+                batch_size: int = 32, progress: bool = False, precision: str = "auto") -> TokenScorer:
     """The scorer named by ``scorer`` over the model in ``model_dir`` (HF folder with its tokenizer).
 
     ``generator`` loads a masked LM (``AutoModelForMaskedLM``), ``discriminator``
     loads ``ElectraForPreTraining``; a folder whose checkpoint lacks the needed
-    head is refused rather than scored with random head weights.
+    head is refused rather than scored with random head weights. ``precision``: the
+    forwards' autocast, as :func:`~electra.core.runtime.resolve_precision` resolves it.
     """
     if scorer not in SCORERS:
         raise ValueError(f"scorer must be one of {SCORERS}, got {scorer!r}")
     dev = resolve_device(device)
     if scorer == "generator":
         model, tokenizer = _load_masked_lm(model_dir, dev)
-        return GeneratorScorer(model, tokenizer, device=dev, batch_size=batch_size, progress=progress)
+        return GeneratorScorer(model, tokenizer, device=dev, batch_size=batch_size, progress=progress,
+                               precision=precision)
     model, tokenizer = _load_discriminator(model_dir, dev)
-    return DiscriminatorScorer(model, tokenizer, device=dev, batch_size=batch_size, progress=progress)
+    return DiscriminatorScorer(model, tokenizer, device=dev, batch_size=batch_size, progress=progress,
+                               precision=precision)
