@@ -163,7 +163,10 @@ class PretrainConfig(_Frozen):
     # Also save the discriminator (HF format) at these steps, to snapshots/step-NNNNNNN/.
     snapshot_steps: list[int] = Field(default_factory=list)
     on_nonfinite: Literal["stop", "skip"] = "stop"
-    compile: bool = False
+    # torch.compile the step: "auto" = on where CUDA, off on the CPU.
+    compile: Literal["auto"] | bool = "auto"
+    # Masked slots per row (static shapes); null: ceil(mask_prob x seq_len), which no row exceeds.
+    max_predictions_per_seq: int | None = Field(default=None, ge=1)
     device: str = "auto"
     # Processes (GPUs) per node for data-parallel training: > 1 makes the Prefect task
     # launch the stage under torchrun (the CLI door is launched by torchrun directly).

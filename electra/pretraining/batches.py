@@ -47,32 +47,52 @@ def _permutation(epoch: int, n: int, seed: int) -> np.ndarray:
     return _PERM_CACHE[key]
 
 
-def row_generators(step: int, micro: int, batch_size: int, accum_steps: int, seed: int,
-                   rows: range, device: torch.device) -> list[torch.Generator]:
-    """One generator per example, seeded by its position in the data stream.
+def row_keys(step: int, micro: int, batch_size: int, accum_steps: int, seed: int, rows: range) -> torch.Tensor:
+    """[len(rows)] int64: each example's random key, a hash of the seed and its position in the stream.
 
-    Masking and replacement sampling then depend on the example alone, not on the
-    process or micro-batch it lands in: N data-parallel ranks reproduce a single
-    process, and a resumed run reproduces the uninterrupted one.
+    Every draw of the step (masking, Gumbel noise) is a function of the key alone
+    (``model.uniforms``), not of the process or micro-batch the example lands in: N
+    data-parallel ranks reproduce a single process, and a resumed run reproduces the
+    uninterrupted one. Computed on the host with numpy (uint64 arithmetic wraps).
     """
     first = (step * accum_steps + micro) * batch_size
-    return [torch.Generator(device=device).manual_seed((seed * 1_000_003 + first + i) % (2**63 - 1)) for i in rows]
+    index = np.arange(first + rows.start, first + rows.stop, dtype=np.uint64)
+    keys = _splitmix64(index ^ _splitmix64(np.array([seed % 2**64], dtype=np.uint64)))
+    return torch.from_numpy(keys.view(np.int64))
+
+
+def _splitmix64(z: np.ndarray) -> np.ndarray:
+    """SplitMix64's output function on uint64 arrays: a bijective 64-bit mixer."""
+    z = z + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
 
 
 def load_batch(dataset: PackedDataset, indices: np.ndarray, pad_id: int) -> dict[str, torch.Tensor]:
     """Read rows (in stream order) at the full packed length, on the host.
 
-    The padding columns are kept: per-row random draws are sized by the row length,
-    so a width that depended on the other rows in the batch would change an
-    example's masking with its batch mates (and break data-parallel equivalence).
-    Packed examples are nearly all full-length, so trimming would rarely save work.
+    The padding columns are kept: the random draws are sized by the row length, so a
+    width that depended on the other rows in the batch would change an example's
+    masking with its batch mates (and break data-parallel equivalence). Packed
+    examples are nearly all full-length, so trimming would rarely save work.
+
+    A batch without padding has no ``attention_mask``: the encoders then pass no mask
+    to SDPA, which can take its flash kernels (a mask rules them out). Decided here,
+    from numpy, so the step never asks the device.
     """
     ids, types = dataset.get(indices)
-    return {
-        "input_ids": torch.from_numpy(ids),
-        "token_type_ids": torch.from_numpy(types),
-        "attention_mask": torch.from_numpy((ids != pad_id).astype(np.int64)),
-    }
+    batch = {"input_ids": torch.from_numpy(ids), "token_type_ids": torch.from_numpy(types)}
+    real = ids != pad_id
+    if not real.all():
+        batch["attention_mask"] = torch.from_numpy(real.astype(np.int64))
+    return batch
+
+
+def token_count(batch: dict[str, torch.Tensor]) -> int:
+    """Non-padding tokens of a host batch, counted with numpy (no tensor read-back)."""
+    mask = batch.get("attention_mask")
+    return int(batch["input_ids"].numel() if mask is None else mask.numpy().sum())
 
 
 def make_batch(dataset: PackedDataset, indices: np.ndarray, pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
@@ -134,10 +154,12 @@ class BatchPrefetcher:
 def training_batches(dataset: PackedDataset, cfg: PretrainConfig, rows: range, pad_id: int, start_step: int,
                      pin_memory: bool) -> BatchPrefetcher:
     """This rank's slice (``rows`` of each global batch) of every micro-batch from
-    ``start_step`` to ``cfg.max_steps``, read ahead on a thread."""
+    ``start_step`` to ``cfg.max_steps``, with its examples' ``row_keys``, read ahead on a thread."""
     def load(step: int, micro: int) -> dict[str, torch.Tensor]:
         idx = batch_indices(step, micro, cfg.batch_size, cfg.grad_accum_steps, len(dataset), cfg.seed)
-        return load_batch(dataset, idx[rows.start:rows.stop], pad_id)
+        batch = load_batch(dataset, idx[rows.start:rows.stop], pad_id)
+        batch["row_keys"] = row_keys(step, micro, cfg.batch_size, cfg.grad_accum_steps, cfg.seed, rows)
+        return batch
 
     keys = ((s, m) for s in range(start_step, cfg.max_steps) for m in range(cfg.grad_accum_steps))
     return BatchPrefetcher(load, keys, pin_memory=pin_memory)

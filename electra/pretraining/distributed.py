@@ -69,6 +69,15 @@ def place_process(device_name: str, batch_size: int) -> tuple[Distributed, torch
     return ctx, device
 
 
+def run_compiled(cfg, device: torch.device) -> bool:
+    """Whether the step is compiled: ``pretrain.compile`` true/false, or ``auto``: on CUDA only.
+
+    The step has static shapes and no graph break, so one compilation serves the run;
+    on this CPU compiling did not pay off (docs/static-step.md).
+    """
+    return device.type == "cuda" if cfg.compile == "auto" else bool(cfg.compile)
+
+
 def wrap_for_training(model: torch.nn.Module, ctx: Distributed, device: torch.device, compile: bool) -> torch.nn.Module:
     """The module the step calls: DDP over ranks, then ``torch.compile`` when asked.
 

@@ -74,8 +74,17 @@ def attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: 
     return out.transpose(1, 2).contiguous(), None
 
 
+def padding_mask(*args, **kwargs) -> torch.Tensor | None:
+    """HF's SDPA mask, without its host sync: a batch without padding arrives with no mask
+    at all (batches.load_batch decides on the host), so a given mask is never all ones and
+    HF's ``padding_mask.all()`` check (a device read-back every encoder call) is skipped."""
+    if kwargs.get("attention_mask") is not None:
+        kwargs["allow_is_bidirectional_skip"] = False
+    return sdpa_mask(*args, **kwargs)
+
+
 AttentionInterface.register(ATTENTION, attention)
-AttentionMaskInterface.register(ATTENTION, sdpa_mask)
+AttentionMaskInterface.register(ATTENTION, padding_mask)
 
 
 def use_fast_dropout(model: nn.Module) -> nn.Module:
@@ -86,3 +95,37 @@ def use_fast_dropout(model: nn.Module) -> nn.Module:
                 setattr(parent, name, FastDropout(child.p, child.inplace))
     model.set_attn_implementation(ATTENTION)
     return model
+
+
+def sdpa_backend(device: torch.device, dtype: torch.dtype | None, heads: int, head_dim: int, dropout: float) -> str:
+    """Which scaled-dot-product-attention kernel the encoders get here: one line for the log.
+
+    On CUDA it is probed: the first enabled backend, in the order flash, memory-efficient,
+    cuDNN, math, that runs a [1, heads, 128, head_dim] attention of ``dtype`` with
+    ``dropout``, without a mask (a batch without padding) and with one. On the CPU,
+    training with attention dropout takes this module's math path (:func:`attention`);
+    without dropout SDPA's CPU flash kernel runs when there is no mask.
+    """
+    if device.type != "cuda":
+        return "cpu: math with fast dropout" if dropout > 0 else "cpu: flash without padding, math with padding"
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    backends = [(SDPBackend.FLASH_ATTENTION, torch.backends.cuda.flash_sdp_enabled()),
+                (SDPBackend.EFFICIENT_ATTENTION, torch.backends.cuda.mem_efficient_sdp_enabled()),
+                (SDPBackend.CUDNN_ATTENTION, torch.backends.cuda.cudnn_sdp_enabled()),
+                (SDPBackend.MATH, torch.backends.cuda.math_sdp_enabled())]
+    q = torch.zeros(1, heads, 128, head_dim, device=device, dtype=dtype or torch.float32)
+    found = []
+    for mask in (None, torch.ones(1, 1, 128, 128, dtype=torch.bool, device=device)):
+        name = "none"
+        for backend, enabled in backends:
+            try:
+                if enabled:
+                    with sdpa_kernel([backend]):
+                        F.scaled_dot_product_attention(q, q, q, attn_mask=mask, dropout_p=dropout)
+                    name = backend.name.lower()
+                    break
+            except RuntimeError:  # this backend does not take these inputs here
+                continue
+        found.append(name)
+    return f"cuda: {found[0]} without padding, {found[1]} with padding"

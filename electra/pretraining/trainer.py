@@ -45,11 +45,12 @@ from electra.core.logs import StepLog
 from electra.core.runtime import linear_warmup_decay, resolve_precision
 from electra.core.tracking import MetricLogger, NullLogger
 from electra.data.packed import PackedDataset
-from electra.pretraining.batches import BatchPrefetcher, make_batch, row_generators, training_batches
+from electra.pretraining.batches import BatchPrefetcher, make_batch, token_count, training_batches
 from electra.pretraining.checkpoint import CheckpointFolder, Checkpointer, Resumed, resume_key
 from electra.pretraining.corpus import check_corpus_size, corpus_tokens
 from electra.pretraining.distributed import (Distributed, any_rank, barrier, global_mean_loss, gradient_sync,
-                                             place_process, wrap_for_training)
+                                             place_process, run_compiled, wrap_for_training)
+from electra.pretraining.dropout import sdpa_backend
 from electra.pretraining.flops import matmul_flops_per_s, training_flops_per_token
 from electra.pretraining.learning import ValidationProbe, collapse_warning
 from electra.pretraining.model import ElectraPretrainer
@@ -100,7 +101,8 @@ def pretrain(cfg: PretrainConfig, logger: MetricLogger | None = None, progress: 
             if step % cfg.log_every == 0 or step == cfg.max_steps:
                 history.append(log_step(run, window, step, policy.skipped, grad_norm))
             ticker.update(step, history)
-            stopping = any_rank(stop.is_set(), run.ctx)
+            # Ranks agree on stopping at log steps only (a collective is a host sync); alone, at once.
+            stopping = any_rank(stop.is_set(), run.ctx) if run.ctx.world == 1 or step % cfg.log_every == 0 else False
             if step % cfg.checkpoint_every == 0 or stopping:
                 if run.ctx.is_main:
                     checkpointer.save(step, history)
@@ -146,6 +148,7 @@ class Run:
     flops_per_token: float
     peak_flops: float
     logger: MetricLogger
+    sdpa: str = ""                         # which SDPA kernel attention gets (logged, in result.json)
 
     @property
     def out_dir(self) -> Path:
@@ -179,19 +182,23 @@ def build_run(cfg: PretrainConfig, logger: MetricLogger) -> Run:
         mask_token_id=tokenizer.mask_token_id, special_token_ids=list(tokenizer.all_special_ids),
         objective=cfg.objective, mask_prob=cfg.mask_prob, mask_token_prob=cfg.mask_token_prob,
         temperature=cfg.temperature, generator_weight=cfg.generator_weight,
-        discriminator_weight=cfg.discriminator_weight,
+        discriminator_weight=cfg.discriminator_weight, max_predictions=cfg.max_predictions_per_seq,
     ).to(device)
     model.train()
-    step_model = wrap_for_training(model, ctx, device, cfg.compile)
+    step_model = wrap_for_training(model, ctx, device, run_compiled(cfg, device))
     optimizer = build_optimizer(model, cfg, device)
     flops_per_token = training_flops_per_token(cfg.model, train_set.max_seq_length, len(tokenizer),
                                                cfg.mask_prob, cfg.objective)
     peak_flops = matmul_flops_per_s(device, autocast_dtype or torch.float32)
+    heads = cfg.model.num_heads
+    sdpa = sdpa_backend(device, autocast_dtype, heads, cfg.model.hidden_size // heads, cfg.model.dropout)
+    if ctx.is_main:
+        log.info("pretrain: attention on SDPA %s; torch.compile %s", sdpa, "on" if run_compiled(cfg, device) else "off")
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(cfg.warmup_steps, cfg.max_steps))
     return Run(cfg, ctx, device, autocast_dtype, tokenizer, train_set, valid_set, summary.get("content_hash"),
                model, step_model, optimizer, scheduler, flops_per_token, peak_flops,
                # rank 0 logs, checkpoints and exports
-               logger if ctx.is_main else NullLogger())
+               logger if ctx.is_main else NullLogger(), sdpa)
 
 
 def _load_data(cfg: PretrainConfig) -> tuple[Any, PackedDataset, PackedDataset | None, dict]:
@@ -262,20 +269,21 @@ def train_step(run: Run, batches: BatchPrefetcher, step: int, window: MetricsWin
     """One optimizer step over ``grad_accum_steps`` micro-batches; returns the gradient norm.
 
     The host reads back one flag per step (is everything finite?) and nothing else: the
-    metrics stay on the device until the window's log row. A non-finite step goes to
-    ``policy`` before the optimizer can change a weight with it.
+    metrics stay on the device until the window's log row, the token count comes from the
+    host batch, and the step has static shapes (tests/pretraining/test_static_step.py
+    counts the syncs). A non-finite step goes to ``policy`` before the optimizer can
+    change a weight with it.
     """
     cfg, ctx = run.cfg, run.ctx
     run.optimizer.zero_grad(set_to_none=True)
     finite = torch.ones((), dtype=torch.bool, device=run.device)
     for micro in range(cfg.grad_accum_steps):
         host_batch = batches.next((step, micro))
-        tokens = int(host_batch["attention_mask"].sum()) * ctx.world  # on the host: no sync
-        batch = {k: v.to(run.device, non_blocking=True) for k, v in host_batch.items()}
-        generators = row_generators(step, micro, cfg.batch_size, cfg.grad_accum_steps, cfg.seed, run.rows, run.device)
+        tokens = token_count(host_batch) * ctx.world                   # numpy, on the host: no sync
+        batch = {k: v.to(run.device, non_blocking=True) for k, v in host_batch.items()}  # with row_keys
         with gradient_sync(run.step_model, ctx, last_micro=micro == cfg.grad_accum_steps - 1):
             with run.autocast():
-                out = run.step_model(**batch, generator=generators)
+                out = run.step_model(**batch)
             loss = (global_mean_loss(out, ctx, cfg.generator_weight, cfg.discriminator_weight)
                     if ctx.world > 1 else out.loss)
             (loss / cfg.grad_accum_steps).backward()
@@ -344,16 +352,15 @@ def step_metrics(out) -> dict[str, torch.Tensor]:
         "generator_accuracy": ratio(out.generator_correct, out.masked_count),
     }
     if out.is_replaced is not None:
-        active = out.active
-        labels = out.is_replaced[active]
-        preds = out.disc_predictions[active]
+        # Sums over [B, L] (both are False at padding): static shapes, no boolean indexing.
+        labels, preds = out.is_replaced, out.disc_predictions
         true_positives = (labels & preds).sum()
         metrics.update(
             discriminator_loss=out.discriminator_loss.detach(),
-            discriminator_accuracy=(labels == preds).float().mean(),
+            discriminator_accuracy=ratio(((labels == preds) & out.active).sum(), out.active_count),
             discriminator_precision=ratio(true_positives, preds.sum()),
             discriminator_recall=ratio(true_positives, labels.sum()),
-            replaced_fraction=labels.float().mean(),
+            replaced_fraction=ratio(labels.sum(), out.active_count),
         )
     return metrics
 
@@ -550,6 +557,8 @@ def _result(run: Run, step: int, hashes: dict[str, str], metrics: dict, resumed:
         "flops_per_token": run.flops_per_token,
         "matmul_flops_per_s": run.peak_flops,
         "device": str(run.device),
+        "sdpa_backend": run.sdpa,
+        "compiled": run_compiled(run.cfg, run.device),
         "world_size": run.ctx.world,
         "tokenize_hash": run.data_hash,
         "final": metrics,

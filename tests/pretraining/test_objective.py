@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from electra.core.config import ModelConfig
-from electra.pretraining.model import ElectraPretrainer, generator_config, gumbel_sample, mask_tokens
+from electra.pretraining.model import ElectraPretrainer, choose_masked, generator_config, gumbel_sample, mask_tokens
 
 PAD, UNK, CLS, SEP, MASK = 0, 100, 101, 102, 103
 VOCAB = 30522
@@ -107,33 +107,27 @@ def test_gumbel_sample_has_no_gradient():
 def test_label_polarity_replaced_is_one_and_correct_samples_are_original(monkeypatch):
     model = tiny_model()
     b = batch()
-    ids = b["input_ids"]
     captured = {}
 
-    def fake_sample(logits, temperature, generator=None, row_counts=None):
-        # Odd-numbered masked positions get the true token back, even ones a wrong token.
-        targets = captured["targets"]
+    def fake_sample(logits, temperature, generator=None, row_keys=None):
+        # Odd-numbered masked slots get the true token back, even ones a wrong token.
+        targets = captured["masking"].targets                               # [B, P]
         wrong = (targets + 1) % VOCAB
-        choose = torch.arange(len(targets)) % 2 == 1
+        choose = torch.arange(targets.shape[1])[None, :] % 2 == 1
         return torch.where(choose, targets, wrong)
 
-    real_mask = mask_tokens
-
-    def capturing_mask(*args, **kwargs):
-        masked_ids, is_masked = real_mask(*args, **kwargs)
-        captured["targets"] = ids[is_masked]
-        captured["is_masked"] = is_masked
-        return masked_ids, is_masked
+    def capturing_choose(*args, **kwargs):
+        captured["masking"] = masking = choose_masked(*args, **kwargs)
+        return masking
 
     monkeypatch.setattr("electra.pretraining.model.gumbel_sample", fake_sample)
-    monkeypatch.setattr("electra.pretraining.model.mask_tokens", capturing_mask)
+    monkeypatch.setattr("electra.pretraining.model.choose_masked", capturing_choose)
     out = model(**b, generator=torch.Generator().manual_seed(0))
-    is_masked = captured["is_masked"]
-    labels = out.is_replaced
-    idx = torch.arange(int(is_masked.sum()))
-    masked_labels = labels[is_masked]
-    assert torch.equal(masked_labels, idx % 2 == 0)  # wrong token -> 1, right token -> 0
-    assert not labels[~is_masked].any()  # untouched positions are original
+    m = captured["masking"]
+    slot_labels = out.is_replaced.gather(1, m.positions)                   # [B, P]
+    even = torch.arange(m.positions.shape[1])[None, :] % 2 == 0
+    assert torch.equal(slot_labels[m.valid], even.expand_as(m.valid)[m.valid])  # wrong -> 1, right -> 0
+    assert not out.is_replaced[~m.is_masked()].any()  # untouched positions (and padded slots) are original
 
 
 def test_loss_weights_are_1_and_50():
@@ -177,9 +171,8 @@ def test_generator_head_only_at_masked_positions():
     handle = model.generator.generator_lm_head.register_forward_hook(lambda m, i, o: seen.append(o.shape))
     model(**b, generator=torch.Generator().manual_seed(0))
     handle.remove()
-    ids = b["input_ids"]
-    n_masked = int(torch.round((~special(ids)).sum(1).float() * 0.15).sum())
-    assert seen == [torch.Size([n_masked, VOCAB])]
+    # P = ceil(0.15 x 40) = 6 slots per row, static: [B, P, V] whatever the rows' counts.
+    assert seen == [torch.Size([8, 6, VOCAB])]
 
 
 def test_mlm_objective_trains_a_discriminator_sized_masked_lm():
@@ -223,19 +216,16 @@ def test_training_flops_match_the_models_matmul_weights():
     assert training_flops_per_token(cfg, seq_len, VOCAB, mask_prob) == pytest.approx(expected, rel=1e-3)
 
 
-def test_per_row_generators_make_each_example_independent_of_its_batch():
-    """Masking and sampling of an example depend on its own seed only (data parallelism relies on it)."""
+def test_row_keys_make_each_example_independent_of_its_batch():
+    """Masking and sampling of an example depend on its own key only (data parallelism relies on it)."""
     model = tiny_model()
     model.eval()
     b = batch(b=6)
-    seeds = [11, 12, 13, 14, 15, 16]
-
-    def gens(ss):
-        return [torch.Generator().manual_seed(s) for s in ss]
+    keys = torch.tensor([11, 12, 13, 14, 15, 16]) * 0x9E3779B97F4A7
 
     with torch.no_grad():
-        whole = model(**b, generator=gens(seeds))
-        halves = [model(**{k: v[i:i + 3] for k, v in b.items()}, generator=gens(seeds[i:i + 3])) for i in (0, 3)]
+        whole = model(**b, row_keys=keys)
+        halves = [model(**{k: v[i:i + 3] for k, v in b.items()}, row_keys=keys[i:i + 3]) for i in (0, 3)]
     assert torch.equal(whole.is_replaced, torch.cat([h.is_replaced for h in halves]))
     total = sum(h.generator_loss_sum for h in halves)
     assert torch.allclose(whole.generator_loss_sum, total, rtol=1e-5)
