@@ -11,7 +11,7 @@ from tests.conftest import ROOT
 PARAMS = ROOT / "params.yaml"
 
 
-@pytest.mark.parametrize("profile", ["micro", "tiny", "small", "base"])
+@pytest.mark.parametrize("profile", ["micro", "tiny", "laptop", "small", "base"])
 def test_every_profile_loads(profile):
     params = load_params(PARAMS, profile=profile)
     assert params.profile == profile

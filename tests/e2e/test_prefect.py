@@ -418,12 +418,12 @@ def test_prefect_yaml_deploys_every_profile_to_the_process_work_pool(prefect_ser
                             capture_output=True, text=True, timeout=300)
     assert deploy.returncode == 0, deploy.stdout + deploy.stderr
     with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
-        for profile in ("micro", "tiny", "small", "base"):
+        for profile in ("micro", "tiny", "laptop", "small", "base"):
             deployment = client.read_deployment_by_name(f"electra-pipeline/{profile}")
             assert deployment.work_pool_name == "electra-process"
             on_gpu = ["prefect.pretrain_deployment=electra-pretrain/gpu",
                        "prefect.finetune_deployment=electra-finetune/gpu"]
-            assert deployment.parameters == ({"profile": profile} if profile in ("micro", "tiny")
+            assert deployment.parameters == ({"profile": profile} if profile in ("micro", "tiny", "laptop")
                                              else {"profile": profile, "overrides": on_gpu})
             # The typed parameters make the UI's run form: profile, overrides, force and a
             # form per stage section (the params models, with their fields and limits).
