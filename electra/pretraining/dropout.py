@@ -9,8 +9,9 @@ draws. An element is dropped when its lane is below ``round(p * 2**15)``, so the
 drop rate is ``p`` to within 1/65536 (0.1 -> 0.10001); kept elements are scaled
 by ``1 / (1 - p)`` as usual.
 
-On CUDA, in eval mode and with ``p == 0`` everything goes through torch's own
-dropout and SDPA kernels. The attention function is registered with
+On CUDA, under ``torch.compile`` (the int16 view of the draws would break the graph;
+inductor fuses its own dropout RNG), in eval mode and with ``p == 0`` everything goes
+through torch's own dropout and SDPA kernels. The attention function is registered with
 transformers under ``ATTENTION`` and falls back to HF's SDPA function there;
 exported models are plain HF models (``config.json`` does not record it).
 """
@@ -45,7 +46,7 @@ class FastDropout(nn.Dropout):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x
-        if x.device.type != "cpu":
+        if x.device.type != "cpu" or torch.compiler.is_compiling():  # compiled: inductor's own fused RNG
             return F.dropout(x, self.p, True, self.inplace)
         return fast_dropout(x, self.p)
 
@@ -59,7 +60,7 @@ def attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: 
     Shapes: query/key/value [B, heads, L, d]; attention_mask None or bool [B, 1, L, L]
     (True = attend, as HF's SDPA mask); returns [B, L, heads, d].
     """
-    if dropout == 0.0 or query.device.type != "cpu":
+    if dropout == 0.0 or query.device.type != "cpu" or torch.compiler.is_compiling():
         return sdpa_attention_forward(module, query, key, value, attention_mask,
                                       dropout=dropout, scaling=scaling, **kwargs)
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5

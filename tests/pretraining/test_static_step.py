@@ -175,7 +175,13 @@ def test_dynamo_captures_the_training_forward_and_loss_in_one_graph():
     """The micro-sized model in training mode (dropout on), a batch without padding."""
     import torch._dynamo
 
-    model = tiny_model()
+    from electra.core.config import ModelConfig
+    from electra.pretraining.model import ElectraPretrainer
+    from tests.pretraining.test_objective import CLS, PAD, SEP, UNK
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, embedding_size=16, dropout=0.1)
+    model = ElectraPretrainer(cfg, VOCAB, PAD, MASK, [PAD, UNK, CLS, SEP, MASK])
     model.train()
     b = batch(pad_tail=0)
     b.pop("attention_mask")
