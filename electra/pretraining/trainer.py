@@ -42,7 +42,7 @@ import torch
 from electra.core.config import PretrainConfig
 from electra.core.files import atomic_dir, atomic_open, read_json, sha256_tree, write_json
 from electra.core.logs import StepLog
-from electra.core.runtime import linear_warmup_decay, resolve_precision
+from electra.core.runtime import enable_tf32, linear_warmup_decay, resolve_precision
 from electra.core.tracking import MetricLogger, NullLogger
 from electra.data.packed import PackedDataset
 from electra.pretraining.batches import BatchPrefetcher, make_batch, token_count, training_batches
@@ -51,7 +51,7 @@ from electra.pretraining.corpus import check_corpus_size, corpus_tokens
 from electra.pretraining.distributed import (Distributed, any_rank, barrier, global_mean_loss, gradient_sync,
                                              place_process, run_compiled, wrap_for_training)
 from electra.pretraining.dropout import sdpa_backend
-from electra.pretraining.flops import matmul_flops_per_s, training_flops_per_token
+from electra.pretraining.flops import PeakFlops, device_peak_flops, training_flops_per_token
 from electra.pretraining.learning import ValidationProbe, collapse_warning
 from electra.pretraining.model import ElectraPretrainer
 
@@ -104,16 +104,18 @@ def pretrain(cfg: PretrainConfig, logger: MetricLogger | None = None, progress: 
             # Ranks agree on stopping at log steps only (a collective is a host sync); alone, at once.
             stopping = any_rank(stop.is_set(), run.ctx) if run.ctx.world == 1 or step % cfg.log_every == 0 else False
             if step % cfg.checkpoint_every == 0 or stopping:
+                rng = checkpointer.gather_rng()   # every rank's RNG: a collective, before the rank test
                 if run.ctx.is_main:
-                    checkpointer.save(step, history)
+                    checkpointer.save(step, history, rng)
                 barrier(run.ctx)
                 if stopping:
                     raise SystemExit(f"pretrain: stopped by SIGTERM at step {step}; checkpoint saved, rerun to resume")
         ticker.close()
 
     # 4. Export: a last checkpoint; then rank 0 validates, saves both models and the results.
+    rng = checkpointer.gather_rng()
     if run.ctx.is_main and checkpointer.folder.latest_step() != step:
-        checkpointer.save(step, history)
+        checkpointer.save(step, history, rng)
     train_seconds = time.time() - started
     barrier(run.ctx)
     if not run.ctx.is_main:
@@ -146,7 +148,7 @@ class Run:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     flops_per_token: float
-    peak_flops: float
+    peak_flops: PeakFlops                  # MFU's denominators: datasheet peak, measured matmul
     logger: MetricLogger
     sdpa: str = ""                         # which SDPA kernel attention gets (logged, in result.json)
 
@@ -175,6 +177,7 @@ def build_run(cfg: PretrainConfig, logger: MetricLogger) -> Run:
     """
     tokenizer, train_set, valid_set, summary = _load_data(cfg)
     ctx, device = place_process(cfg.device, cfg.batch_size)
+    enable_tf32()   # CUDA: fp32 matmuls outside autocast on tensor cores; no-op on a CPU
     autocast_dtype = resolve_precision(cfg.precision, device)
     torch.manual_seed(cfg.seed)
     model = ElectraPretrainer(
@@ -189,7 +192,7 @@ def build_run(cfg: PretrainConfig, logger: MetricLogger) -> Run:
     optimizer = build_optimizer(model, cfg, device)
     flops_per_token = training_flops_per_token(cfg.model, train_set.max_seq_length, len(tokenizer),
                                                cfg.mask_prob, cfg.objective)
-    peak_flops = matmul_flops_per_s(device, autocast_dtype or torch.float32)
+    peak_flops = device_peak_flops(device, autocast_dtype or torch.float32)
     heads = cfg.model.num_heads
     sdpa = sdpa_backend(device, autocast_dtype, heads, cfg.model.hidden_size // heads, cfg.model.dropout)
     if ctx.is_main:
@@ -379,7 +382,7 @@ class MetricsWindow:
     """The micro-steps since the last log row: their metrics (device tensors) and the tokens
     they processed, which give the throughput and the model FLOPs utilisation."""
 
-    def __init__(self, flops_per_token: float, peak_flops: float) -> None:
+    def __init__(self, flops_per_token: float, peak_flops: PeakFlops) -> None:
         self.flops_per_token, self.peak_flops = flops_per_token, peak_flops
         self.reset()
 
@@ -401,9 +404,10 @@ class MetricsWindow:
         tokens_per_s = self.tokens / max(1e-9, time.time() - self.start)
         return {"step": step, **average(self.rows), "lr": lr, "skipped_steps": skipped,
                 "grad_norm": float(grad_norm), "tokens_per_s": tokens_per_s,
-                # Model FLOPs utilisation against this device's measured matmul rate;
-                # padding tokens are not counted as work.
-                "mfu": tokens_per_s * self.flops_per_token / self.peak_flops}
+                # Model FLOPs utilisation against the chip's datasheet peak where known (else
+                # the measured matmul rate), and against the measured rate; padding is no work.
+                "mfu": tokens_per_s * self.flops_per_token / self.peak_flops.denominator,
+                "mfu_measured": tokens_per_s * self.flops_per_token / self.peak_flops.measured}
 
 
 def log_window(run: Run, window: MetricsWindow, step: int, skipped: int, grad_norm: torch.Tensor) -> dict[str, float]:
@@ -555,7 +559,9 @@ def _result(run: Run, step: int, hashes: dict[str, str], metrics: dict, resumed:
         "train_seconds": round(train_seconds, 3),
         "precision": str(run.autocast_dtype).replace("torch.", "") if run.autocast_dtype else "fp32",
         "flops_per_token": run.flops_per_token,
-        "matmul_flops_per_s": run.peak_flops,
+        "matmul_flops_per_s": run.peak_flops.measured,
+        "peak_flops_per_s": run.peak_flops.table,
+        "device_name": run.peak_flops.device_name,
         "device": str(run.device),
         "sdpa_backend": run.sdpa,
         "compiled": run_compiled(run.cfg, run.device),

@@ -15,6 +15,7 @@ import torch
 from electra.core.config import PretrainConfig
 from electra.pretraining.batches import load_batch, row_keys, token_count
 from electra.pretraining.distributed import Distributed, run_compiled
+from electra.pretraining.flops import PeakFlops
 from electra.pretraining.model import _as_int32, choose_masked, max_predictions, mix32, uniforms
 from tests.pretraining.test_objective import MASK, VOCAB, batch, special, tiny_model
 
@@ -125,7 +126,7 @@ def _run(tmp_path, accum: int):
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(cfg.warmup_steps, cfg.max_steps))
     run = Run(cfg, Distributed(), torch.device("cpu"), None, None, None, None, None, model, model, optimizer,
               scheduler, 1.0, 1.0, NullLogger())
-    return run, MetricsWindow(1.0, 1.0), NonFinitePolicy("stop", CheckpointFolder(tmp_path, 2))
+    return run, MetricsWindow(1.0, PeakFlops("cpu", None, 1.0)), NonFinitePolicy("stop", CheckpointFolder(tmp_path, 2))
 
 
 def test_an_optimizer_step_reads_back_one_value_the_non_finite_guard(tmp_path, monkeypatch):
