@@ -48,7 +48,7 @@ def main_options(
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--log-level") from None
 
-ProfileOpt = Annotated[str | None, typer.Option("--profile", "-p", help="Profile overlay: micro, tiny, small, base.")]
+ProfileOpt = Annotated[str | None, typer.Option("--profile", "-p", help="Profile overlay: micro, tiny, laptop, small, base.")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", "-S", help="Override a param, e.g. -S pretrain.lr=3e-4 (repeatable).")]
 ParamsOpt = Annotated[str, typer.Option("--params", help="The params file.")]
 ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bars on long loops.")]
