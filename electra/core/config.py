@@ -222,6 +222,9 @@ class FinetuneConfig(_Frozen):
     max_eval_examples: int | None = Field(default=None, ge=1)
     dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
     device: str = "auto"
+    # bf16 autocast for fine-tuning and its predictions (fp32 losses): auto = where it measures
+    # faster (CUDA; a CPU whose bf16 matmul probe beats fp32), else fp32.
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     seed: int = 1234
 
     @model_validator(mode="before")
