@@ -153,21 +153,12 @@ class HFBaseline:
         return gen_loss + 50.0 * disc.loss.float()
 
 
-def _randomness(model, step: int, micro: int, batch_size: int, accum: int, device) -> dict:
-    """The randomness argument of our forward, as the stage draws it (electra.pretraining.batches).
-
-    ``row_keys=`` ([B] int64 keys, one per example's stream position) where the forward
-    takes them, else ``generator=`` one torch.Generator per row (the older step). A
-    forward with neither gets nothing: its own default randomness suits a throughput run.
-    """
+def _randomness(step: int, micro: int, batch_size: int, accum: int, device) -> dict:
+    """The randomness argument of our forward, as the stage draws it: ``row_keys=``, one
+    int64 key per example's stream position (electra.pretraining.batches.row_keys)."""
     from electra.pretraining import batches
 
-    names = inspect.signature(model.forward).parameters
-    if "row_keys" in names and hasattr(batches, "row_keys"):
-        return {"row_keys": batches.row_keys(step, micro, batch_size, accum, 0, range(batch_size)).to(device)}
-    if "generator" in names and hasattr(batches, "row_generators"):
-        return {"generator": batches.row_generators(step, micro, batch_size, accum, 0, range(batch_size), device)}
-    return {}
+    return {"row_keys": batches.row_keys(step, micro, batch_size, accum, 0, range(batch_size)).to(device)}
 
 
 def _stage_optimizer(model, device):
@@ -196,7 +187,7 @@ def _build(args, device):
         optimizer = _stage_optimizer(model, device)
 
         def loss_of(batch, step, micro):
-            rnd = _randomness(model, step, micro, args.batch_size, args.accum, device)
+            rnd = _randomness(step, micro, args.batch_size, args.accum, device)
             return step_model(**batch, **rnd).loss
         return model, loss_of, list(model.parameters()), optimizer, autocast
     model = HFBaseline(args.shape).to(device)

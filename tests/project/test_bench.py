@@ -56,21 +56,17 @@ def test_gpu_script_falls_back_to_tiny_shapes_on_a_cpu_only_machine(tmp_path):
 
 
 def test_ours_gets_the_stages_randomness_argument():
-    """The bench passes our forward the per-example randomness the stage passes (row keys
-    with the static step, one generator per row before it), or nothing."""
+    """The bench passes our forward the per-example row keys the stage passes: one int64 key
+    per example, the same keys the stage's loader draws for that stream position."""
     sys.path.insert(0, str(ROOT / "bench"))
     import torch
     from pretrain import _randomness
 
-    class Keys:
-        def forward(self, input_ids, token_type_ids, attention_mask=None, generator=None, row_keys=None): ...
+    from electra.pretraining.batches import row_keys
 
-    class Neither:
-        def forward(self, input_ids, token_type_ids, attention_mask, seed=0): ...
-
-    rnd = _randomness(Keys(), step=1, micro=0, batch_size=3, accum=1, device=torch.device("cpu"))
-    assert set(rnd) <= {"row_keys", "generator"} and len(rnd) == 1
-    assert _randomness(Neither(), 1, 0, 3, 1, torch.device("cpu")) == {}
+    rnd = _randomness(step=1, micro=0, batch_size=3, accum=1, device=torch.device("cpu"))
+    assert set(rnd) == {"row_keys"} and rnd["row_keys"].dtype == torch.int64
+    assert torch.equal(rnd["row_keys"], row_keys(1, 0, 3, 1, 0, range(3)))
 
 
 def test_flops_per_token_counts_the_generator_head_only_at_masked_positions():
