@@ -62,7 +62,9 @@ from electra.tasks.base import kinds, task_named
 # the card shows the same numbers, the same way, as the evaluation report.
 
 # Profiles that exist to show the pipeline runs, not to produce a usable model.
-DEMO_PROFILES = ("tiny", "micro")
+# Profiles sized for a CPU: their models demonstrate the pipeline (and, for laptop, measure
+# what a CPU budget learns); none is a usable encoder, and the card says so.
+DEMO_PROFILES = ("tiny", "micro", "laptop")
 
 def _model_index(model_name: str, tasks: list[str], metrics: Mapping[str, Any],
                  params: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -156,9 +158,9 @@ def _intended_use(kind: str, task: str | None, profile: str | None,
               if flagged else " (see Training data).")]
     if profile in DEMO_PROFILES:
         out.insert(0, f"**Anything but testing the pipeline.** This version comes from the `{profile}` "
-                      "profile, a demonstration that every stage runs end to end on a CPU in minutes "
-                      "(a tiny encoder, a few hundred pretraining steps). Its scores are at or near "
-                      "chance: it is not a usable model.")
+                      "profile, sized to run every stage end to end on a CPU in minutes "
+                      "(a tiny encoder, a few hundred pretraining steps). Its scores are far below a "
+                      "usable encoder's, at or near chance on several tasks: it is not a usable model.")
     lines += [f"- {item}" for item in out]
     return lines
 
@@ -230,8 +232,8 @@ def _benchmarks(kind: str, tasks: list[str], metrics: Mapping[str, Any], params:
         lines += ["", *notes]
     if profile in DEMO_PROFILES:
         lines += ["", f"Profile `{profile}`: these numbers come from a pipeline demonstration; expect them at "
-                  "or near chance (the majority-class rate for accuracy, ~0 for CoLA's MCC and the "
-                  "STS-B correlation)."]
+                  "or near chance on several tasks (the majority-class rate for accuracy, ~0 for CoLA's "
+                  "MCC and the STS-B correlation)."]
     return lines
 
 
@@ -443,7 +445,8 @@ def render_description(*, model_name: str, version: str, kind: str, task: str | 
                     for c in checks]]
     profile = params.get("profile") or (lineage or {}).get("profile")
     if profile in DEMO_PROFILES:
-        lines += ["", f"Profile `{profile}`: a pipeline demonstration; expect results at or near chance."]
+        lines += ["", f"Profile `{profile}`: a pipeline demonstration sized for a CPU; expect results far below a "
+                  "usable encoder's, at or near chance on several tasks."]
     target = f"[MODEL_CARD.md]({card_link})" if card_link else "`MODEL_CARD.md`"
     lines += ["", f"**Full model card** (intended use, data and licences, training recipe, every benchmark and "
                   f"bias table, gate checks, lineage): {target}"
