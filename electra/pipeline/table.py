@@ -178,7 +178,7 @@ TABLE: dict[str, Stage] = {s.name: s for s in (
     Stage("register", "Log and register the models in MLflow, gate them, set challenger/champion aliases.",
           _register, ("register",),
           ("registry", "evaluation/evaluate.py", "evaluation/results.py", "evaluation/report.py", "tasks",
-           "core/stats.py", *_SERVICE_CODE),
+           "data/sources.py", "core/stats.py", *_SERVICE_CODE),
           _register_inputs, _own_output("register")),
     Stage("compare", "Replaced-token detection vs masked LM at equal training FLOPs: pretrain both, fine-tune "
                      "snapshots, report GLUE against FLOPs with intervals over seeds.",

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from electra.data.sources import TSV_PREFIX, parse_tsv_source
 from electra.evaluation.report import scratch_rows
 from electra.evaluation.results import EEC_TASK, GLUE_ORDER, all_sections
 from electra.tasks.base import task_named
@@ -21,7 +22,6 @@ CONTEXTS = ("pretraining", "finetuning", "evaluation", "bias")
 RECIPE_OVERRIDES = ("epochs", "lr", "max_train_examples", "max_seq_length", "batch_size")
 # ingest's task-text sources, tsv:<file>?columns=..[&header=none] (electra.data.sources, which
 # checks them; read here without importing it: the register stage's code is not the data layer's).
-TSV_PREFIX = "tsv:"
 
 # metrics.json key -> (Hugging Face metric id, display name)
 METRIC_NAMES = {
@@ -124,18 +124,6 @@ def _own_overrides(params: Mapping[str, Any], task: str | None) -> dict[str, Any
 # --------------------------------------------------------------------------- datasets and licences
 
 
-def tsv_source_parts(source: str) -> tuple[str, list[str], bool]:
-    """A ``tsv:`` source's file, its columns (names, or numbers when it has no header) and
-    whether its first row is a header."""
-    from urllib.parse import parse_qsl
-
-    path, _, query = source[len(TSV_PREFIX):].partition("?")
-    options = dict(parse_qsl(query))
-    columns = [c.strip() for c in options.get("columns", "").split(",") if c.strip()]
-    return path, columns, options.get("header", "first") != "none"
-
-
-
 def _card_datasets(datasets: list[dict], kind: str, task: str | None,
                    params: Mapping[str, Any] | None = None) -> list[dict]:
     """The logged datasets a card lists: all for the discriminator; for a task model the
@@ -167,7 +155,7 @@ def _data_paths(kind: str, tasks: list[str], metrics: Mapping[str, Any], params:
     for source in ingest.get("sources") or ["data/pretrain"]:
         # a task's tsv: train file names its file; a glob names its folder: cut at the first wildcard
         source = str(source)
-        paths.append(tsv_source_parts(source)[0] if source.startswith(TSV_PREFIX)
+        paths.append(str(parse_tsv_source(source).path) if source.startswith(TSV_PREFIX)
                      else re.split(r"[*?\[]", source, maxsplit=1)[0])
     if not tok.get("train_vocab"):
         paths.append(str(tok.get("vocab_file") or "data/vocab/bert-base-uncased-vocab.txt"))
@@ -282,7 +270,7 @@ def _training_data(kind: str, task: str | None, tasks: list[str], metrics: Mappi
                   "Results on them, and any model fine-tuned on them, are for local research use: do not ship "
                   "such a model in a release or list that data as open training data without checking the terms."]
     glue_used = (any(_task_info(t, params)["benchmark"] == "GLUE" for t in tasks)
-                 or any("glue" in Path(tsv_source_parts(s)[0]).parts for s in (ingest.get("sources") or [])
+                 or any("glue" in parse_tsv_source(s).path.parts for s in (ingest.get("sources") or [])
                         if str(s).startswith(TSV_PREFIX)))
     notes = _licence_notes(licenses_md, glue_used)
     if notes:
@@ -298,9 +286,9 @@ def _task_text_line(sources: list[str]) -> str:
     """What the card says of task-adaptive pretraining: whose train text, which columns."""
     files = []
     for source in sources:
-        path, columns, header = tsv_source_parts(source)
-        named = ", ".join(f"`{c}`" if header else f"column {c}" for c in columns) or "no columns named"
-        files.append(f"`{path}` ({named})")
+        tsv = parse_tsv_source(source)
+        named = ", ".join(f"`{c}`" if tsv.header else f"column {c}" for c in tsv.columns)
+        files.append(f"`{tsv.path}` ({named})")
     return ("Task-adaptive pretraining (Gururangan et al., 2020, \"Don't Stop Pretraining\"): the unlabelled "
             f"text of the fine-tuning tasks' *train* files {', '.join(files)} was added to the corpus: "
             "the text only, never the labels, and never dev or test text (ingest refuses those files), "

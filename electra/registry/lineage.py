@@ -16,7 +16,7 @@ import mlflow
 import yaml
 
 from electra.core.config import Params
-from electra.registry.card_parts import TSV_PREFIX, tsv_source_parts
+from electra.data.sources import TSV_PREFIX, parse_tsv_source
 from electra.tasks.base import task_for
 
 
@@ -101,7 +101,7 @@ def dataset_records(params: Params) -> list[dict[str, str]]:
 def _corpus_entry(source: str) -> tuple[str, str, str]:
     """(name, path, role) of one ``ingest.sources`` entry: its path without a ``tsv:`` prefix and query."""
     if source.startswith(TSV_PREFIX):
-        path = Path(tsv_source_parts(source)[0])
+        path = parse_tsv_source(source).path
         return f"task-text:{path.parent.name}/{path.name}", str(path), "pretraining"
     return f"corpus:{Path(source).name}", source, "pretraining"
 
