@@ -42,7 +42,7 @@ import torch
 from electra.core.config import PretrainConfig
 from electra.core.files import atomic_dir, atomic_open, read_json, sha256_tree, write_json
 from electra.core.logs import StepLog
-from electra.core.runtime import enable_tf32, linear_warmup_decay, resolve_precision
+from electra.core.runtime import autocast, enable_tf32, linear_warmup_decay, resolve_precision
 from electra.core.tracking import MetricLogger, NullLogger
 from electra.data.packed import PackedDataset
 from electra.pretraining.batches import BatchPrefetcher, make_batch, token_count, training_batches
@@ -165,8 +165,7 @@ class Run:
         return self.ctx.rows(self.cfg.batch_size)
 
     def autocast(self) -> torch.autocast:
-        dtype = self.autocast_dtype
-        return torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+        return autocast(self.device, self.autocast_dtype)
 
 
 def build_run(cfg: PretrainConfig, logger: MetricLogger) -> Run:
